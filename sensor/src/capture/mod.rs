@@ -1,0 +1,2 @@
+//! Exec capture.
+pub mod btf;
