@@ -4,8 +4,14 @@
 //! `AYA_BUILD_SKIP=1` skips the eBPF build (for work on the pure modules on a
 //! machine without bpf-linker); the embedded object is then empty and
 //! `sigexec run` refuses to start with a message saying so.
+//!
+//! It also lists the rule files under `rules/` into `OUT_DIR/bundled_rules.rs`
+//! so that `rules::BUNDLED` embeds every one of them.
 
-use std::{env, fs, path::PathBuf};
+use std::{
+    env, fs,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{Context as _, anyhow};
 use cargo_metadata::MetadataCommand;
@@ -35,10 +41,55 @@ fn main() -> anyhow::Result<()> {
         aya_build::Toolchain::default(),
     )?;
 
-    let object = PathBuf::from(env::var_os("OUT_DIR").context("OUT_DIR not set")?).join("sensor");
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").context("OUT_DIR not set")?);
+    bundle_rules(&out_dir)?;
+    let object = out_dir.join("sensor");
     if !object.exists() {
         // Only reached with AYA_BUILD_SKIP: embed an empty object.
         fs::write(&object, []).with_context(|| format!("writing {}", object.display()))?;
+    }
+    Ok(())
+}
+
+/// Writes `bundled_rules.rs`: `(name, include_str!(path))` for every
+/// `.yml`/`.yaml` under the workspace's `rules/`, sorted by path.
+fn bundle_rules(out_dir: &Path) -> anyhow::Result<()> {
+    let manifest_dir =
+        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").context("CARGO_MANIFEST_DIR")?);
+    let root = manifest_dir
+        .parent()
+        .context("sensor has no parent directory")?
+        .join("rules");
+    println!("cargo:rerun-if-changed={}", root.display());
+    let mut files = Vec::new();
+    collect_rules(&root, &mut files)?;
+    files.sort();
+    let mut code = String::from("pub static BUNDLED: &[(&str, &str)] = &[\n");
+    for file in &files {
+        println!("cargo:rerun-if-changed={}", file.display());
+        let name = file
+            .strip_prefix(&root)
+            .unwrap_or(file)
+            .display()
+            .to_string();
+        code.push_str(&format!(
+            "    ({name:?}, include_str!({:?})),\n",
+            file.display().to_string()
+        ));
+    }
+    code.push_str("];\n");
+    fs::write(out_dir.join("bundled_rules.rs"), code).context("writing bundled_rules.rs")
+}
+
+fn collect_rules(dir: &Path, files: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+    for entry in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        if path.is_dir() {
+            println!("cargo:rerun-if-changed={}", path.display());
+            collect_rules(&path, files)?;
+        } else if path.extension().is_some_and(|e| e == "yml" || e == "yaml") {
+            files.push(path);
+        }
     }
     Ok(())
 }

@@ -1,3 +1,27 @@
 //! sigexec: an eBPF process-exec sensor with native Sigma matching.
+//!
+//! Layout, in the order an exec flows through it:
+//!
+//! - [`capture`]: loads the eBPF program, reads the ring buffer, decodes
+//!   [`capture::ExecRecord`]s.
+//! - [`process`]: process table and enrichment into
+//!   [`process::ProcessCreate`] events (Sysmon field names).
+//! - [`sigma`]: Sigma rules parsed and compiled into a [`sigma::RuleSet`];
+//!   pure, no I/O.
+//! - [`engine`]: evaluates events against the rule set, with `Image`
+//!   aliases, producing [`engine::Alert`]s.
+//! - [`sinks`]: writes alerts (JSON lines).
+//! - [`rules`]: where rule text comes from (bundled, directories).
+//! - [`daemon`]: the `run` loop wiring it all, signals, shutdown drain.
+//! - [`replay`]: events from JSON lines instead of the kernel.
+//! - [`cli`]: command-line options resolved into one config.
+
 pub mod capture;
+pub mod cli;
+pub mod daemon;
+pub mod engine;
+pub mod process;
+pub mod replay;
+pub mod rules;
 pub mod sigma;
+pub mod sinks;

@@ -1,2 +1,327 @@
-//! Exec capture.
+//! Exec capture: loading and attaching the eBPF program, and reading its
+//! ring buffer asynchronously on tokio.
+//!
+//! - [`btf`]: a small reader of the kernel's BTF, for struct offsets.
+//! - [`offsets`]: the offsets the program needs, by name.
+//! - [`record`]: decoding ring-buffer bytes into [`ExecRecord`]s.
+//!
+//! [`Sensor::start`] reads offsets from `/sys/kernel/btf/vmlinux`, patches
+//! them into the embedded object, sizes the maps for this machine, and
+//! attaches `tp_btf/sched_process_exec`, falling back to the classic
+//! tracepoint where the kernel refuses BTF tracepoints.
+
 pub mod btf;
+pub mod offsets;
+pub mod record;
+
+use std::io;
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{MapData, PerCpuArray, RingBuf},
+    programs::{BtfTracePoint, ProgramError, TracePoint},
+};
+use tokio::io::unix::AsyncFd;
+use tracing::{debug, info, warn};
+
+pub use record::{DecodeError, ExecRecord};
+
+/// The eBPF object built by `build.rs` from `sensor-ebpf`.
+static PROGRAM: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sensor"));
+
+/// Default ring buffer size. 16 MiB holds ~30,000 typical exec records
+/// (~500 bytes) or 120 maximal ones, which covers the reader being off-CPU
+/// for a few seconds during an exec storm on small hosts.
+pub const DEFAULT_RINGBUF_BYTES: u32 = 16 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error(
+        "this binary was built without its eBPF program (AYA_BUILD_SKIP was set); rebuild without it"
+    )]
+    NoProgram,
+    #[error("reading kernel BTF")]
+    Btf(#[from] btf::BtfError),
+    #[error("counting possible CPUs from {0}")]
+    Cpus(&'static str, #[source] io::Error),
+    #[error("ring buffer size {0} is not a power of two multiple of the page size")]
+    RingSize(u32),
+    #[error("loading the eBPF object (are you root, or do you hold CAP_BPF and CAP_PERFMON?)")]
+    Load(#[from] aya::EbpfError),
+    #[error("program {0} missing from the eBPF object")]
+    MissingProgram(&'static str),
+    #[error("map {0} missing from the eBPF object")]
+    MissingMap(&'static str),
+    #[error("attaching {name}: BTF tracepoint refused ({btf}), classic tracepoint refused too")]
+    Attach {
+        name: &'static str,
+        btf: Box<ProgramError>,
+        #[source]
+        classic: Box<ProgramError>,
+    },
+    #[error("program {0}")]
+    Program(&'static str, #[source] ProgramError),
+    #[error("map {0}")]
+    Map(&'static str, #[source] aya::maps::MapError),
+    #[error("registering the ring buffer with the event loop")]
+    Poll(#[source] io::Error),
+}
+
+/// Which hook carries the records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Hook {
+    /// `tp_btf/sched_process_exec`: has `bprm` (filename, interp, file).
+    BtfTracepoint,
+    /// `tracepoint/sched/sched_process_exec`: no `bprm`, no interp.
+    Tracepoint,
+}
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub ringbuf_bytes: u32,
+    /// Skip `tp_btf` and use the classic tracepoint (tests of the fallback).
+    pub force_tracepoint: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            ringbuf_bytes: DEFAULT_RINGBUF_BYTES,
+            force_tracepoint: false,
+        }
+    }
+}
+
+/// A loaded, attached exec sensor. Dropping it detaches the programs.
+pub struct Sensor {
+    /// Owns the programs and their links; dropped last.
+    _ebpf: Ebpf,
+    ring: AsyncFd<RingBuf<MapData>>,
+    lost: PerCpuArray<MapData, u64>,
+    hook: Hook,
+    decode_errors: u64,
+}
+
+impl Sensor {
+    /// Loads and attaches the program. Must run inside a tokio runtime.
+    pub fn start(options: &Options) -> Result<Sensor, CaptureError> {
+        if PROGRAM.is_empty() {
+            return Err(CaptureError::NoProgram);
+        }
+        let ring = options.ringbuf_bytes;
+        let page = page_size();
+        if !ring.is_power_of_two() || ring < page {
+            return Err(CaptureError::RingSize(ring));
+        }
+        raise_memlock_limit();
+        let btf = btf::Btf::from_sys_fs()?;
+        let layout = offsets::TracepointLayout::from_tracefs().unwrap_or_default();
+        let offsets = offsets::from_btf(&btf, layout)?;
+        debug!(?offsets, "kernel struct offsets from BTF");
+        let cpus = aya::util::nr_cpus().map_err(|(path, e)| CaptureError::Cpus(path, e))?;
+
+        let mut ebpf = EbpfLoader::new()
+            .override_global("OFFSETS", &offsets, true)
+            .map_max_entries("SCRATCH", cpus as u32)
+            .map_max_entries("EVENTS", ring)
+            .load(PROGRAM)?;
+
+        let hook = attach(&mut ebpf, options.force_tracepoint)?;
+        info!(?hook, cpus, ringbuf_bytes = ring, "exec capture attached");
+
+        let ring = ebpf
+            .take_map("EVENTS")
+            .ok_or(CaptureError::MissingMap("EVENTS"))?;
+        let ring = RingBuf::try_from(ring).map_err(|e| CaptureError::Map("EVENTS", e))?;
+        // SAFETY: the ring buffer owns its map fd, which stays open and
+        // unchanged until the RingBuf (moved into the AsyncFd) is dropped.
+        let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+            .map_err(|e| CaptureError::Poll(e.into()))?;
+        let lost = ebpf
+            .take_map("LOST")
+            .ok_or(CaptureError::MissingMap("LOST"))?;
+        let lost = PerCpuArray::try_from(lost).map_err(|e| CaptureError::Map("LOST", e))?;
+        Ok(Sensor {
+            _ebpf: ebpf,
+            ring,
+            lost,
+            hook,
+            decode_errors: 0,
+        })
+    }
+
+    pub fn hook(&self) -> Hook {
+        self.hook
+    }
+
+    /// Waits until the ring buffer has records, then appends up to `max`
+    /// decoded records to `out`. Returns how many were appended.
+    pub async fn read(&mut self, out: &mut Vec<ExecRecord>, max: usize) -> io::Result<usize> {
+        loop {
+            let mut guard = self.ring.readable_mut().await?;
+            let n = drain(guard.get_inner_mut(), out, max, &mut self.decode_errors);
+            if n > 0 {
+                return Ok(n);
+            }
+            // Empty: the kernel notifies again on the next submission.
+            guard.clear_ready();
+        }
+    }
+
+    /// Appends whatever records are ready now, without waiting (shutdown
+    /// drain).
+    pub fn drain_now(&mut self, out: &mut Vec<ExecRecord>) -> usize {
+        drain(
+            self.ring.get_mut(),
+            out,
+            usize::MAX,
+            &mut self.decode_errors,
+        )
+    }
+
+    /// Records the kernel side failed to submit, summed over CPUs.
+    pub fn lost(&self) -> Result<u64, aya::maps::MapError> {
+        let values = self.lost.get(&0, 0)?;
+        Ok(values.iter().sum())
+    }
+
+    /// Records that arrived but did not decode (a bug if ever non-zero).
+    pub fn decode_errors(&self) -> u64 {
+        self.decode_errors
+    }
+}
+
+fn drain(
+    ring: &mut RingBuf<MapData>,
+    out: &mut Vec<ExecRecord>,
+    max: usize,
+    errors: &mut u64,
+) -> usize {
+    let mut n = 0;
+    while n < max {
+        let Some(item) = ring.next() else { break };
+        match record::decode(&item) {
+            Ok(r) => {
+                out.push(r);
+                n += 1;
+            }
+            Err(e) => {
+                *errors += 1;
+                warn!(error = %e, "undecodable exec record");
+            }
+        }
+    }
+    n
+}
+
+fn attach(ebpf: &mut Ebpf, force_tracepoint: bool) -> Result<Hook, CaptureError> {
+    const BTF_PROG: &str = "sched_process_exec";
+    const TP_PROG: &str = "sched_process_exec_tp";
+    let btf_error = if force_tracepoint {
+        ProgramError::UnexpectedProgramType
+    } else {
+        match attach_btf(ebpf, BTF_PROG) {
+            Ok(()) => return Ok(Hook::BtfTracepoint),
+            Err(e) => {
+                warn!(error = %e, "tp_btf/sched_process_exec refused; using the classic tracepoint");
+                e
+            }
+        }
+    };
+    ensure_tracefs();
+    let tp: &mut TracePoint = ebpf
+        .program_mut(TP_PROG)
+        .ok_or(CaptureError::MissingProgram(TP_PROG))?
+        .try_into()
+        .map_err(|e| CaptureError::Program(TP_PROG, e))?;
+    let mut attempts = 0;
+    let attached = loop {
+        match tp.load() {
+            Err(ProgramError::LoadError { io_error, .. })
+                if io_error.kind() == io::ErrorKind::WouldBlock && attempts < 5 =>
+            {
+                attempts += 1;
+            }
+            other => break other.and_then(|()| tp.attach("sched", "sched_process_exec")),
+        }
+    };
+    match attached {
+        Ok(_) => Ok(Hook::Tracepoint),
+        Err(classic) => Err(CaptureError::Attach {
+            name: "sched_process_exec",
+            btf: Box::new(btf_error),
+            classic: Box::new(classic),
+        }),
+    }
+}
+
+fn attach_btf(ebpf: &mut Ebpf, name: &'static str) -> Result<(), ProgramError> {
+    let btf = aya::Btf::from_sys_fs()?;
+    let prog: &mut BtfTracePoint = ebpf
+        .program_mut(name)
+        .ok_or(ProgramError::UnexpectedProgramType)?
+        .try_into()?;
+    // The verifier gives up with EAGAIN when a signal arrives while it works
+    // (a child exiting, in a busy test process); that is worth a retry.
+    let mut attempts = 0;
+    loop {
+        match prog.load("sched_process_exec", &btf) {
+            Err(ProgramError::LoadError { io_error, .. })
+                if io_error.kind() == io::ErrorKind::WouldBlock && attempts < 5 =>
+            {
+                attempts += 1;
+            }
+            other => break other?,
+        }
+    }
+    prog.attach()?;
+    Ok(())
+}
+
+/// Classic tracepoints attach through tracefs. Hosts that boot without it
+/// mounted (minimal VMs, some containers) get it mounted at its standard
+/// place; failure is left to the attach, which then names tracefs.
+fn ensure_tracefs() {
+    const TRACEFS: &str = "/sys/kernel/tracing";
+    if std::path::Path::new(TRACEFS).join("events").exists()
+        || std::path::Path::new("/sys/kernel/debug/tracing/events").exists()
+    {
+        return;
+    }
+    // SAFETY: all arguments are NUL-terminated literals.
+    let r = unsafe {
+        libc::mount(
+            c"tracefs".as_ptr(),
+            c"/sys/kernel/tracing".as_ptr(),
+            c"tracefs".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if r == 0 {
+        info!("mounted tracefs at {TRACEFS}");
+    } else {
+        debug!(error = %io::Error::last_os_error(), "mounting tracefs at {TRACEFS}");
+    }
+}
+
+fn page_size() -> u32 {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u32::try_from(n).unwrap_or(4096)
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; lift it so the
+/// 16 MiB ring buffer and scratch slots load there. Newer kernels use memcg
+/// accounting and ignore it.
+fn raise_memlock_limit() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit reads the struct we pass.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
+        debug!(error = %io::Error::last_os_error(), "could not raise RLIMIT_MEMLOCK");
+    }
+}

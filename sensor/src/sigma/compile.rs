@@ -1,0 +1,566 @@
+//! Rule model -> matchers: Sigma strings (wildcards, escapes) and
+//! modifiers become compiled string predicates, field names become ids in a
+//! table shared by the whole rule set.
+//!
+//! Each string value compiles once to the cheapest matcher that is exact:
+//! a lowercased literal compared whole, as prefix, suffix, or searched with
+//! a prebuilt `memmem` finder; only values with inner wildcards or `windash`
+//! become an anchored `regex`. Literals stay visible as literals in
+//! [`StrKind`], so a later pass can gather every literal of one field into
+//! one aho-corasick automaton.
+//!
+//! Case-insensitivity is by lowercasing (Unicode `to_lowercase`, ASCII fast
+//! path) both the value here and the event's text at match time, rather
+//! than the regex crate's case folding, so that literal and wildcard values
+//! agree on what "the same letters" means.
+
+use std::collections::HashMap;
+
+use memchr::memmem;
+use regex::{Regex, RegexBuilder};
+
+use super::condition::Cond;
+use super::error::{ItemError, Position, RuleError};
+use super::modifier::{Anchor, Modifiers};
+use super::rule::{Detection, Item, Lit, Located, Search, SearchExpr};
+
+/// Largest compiled regex accepted (`|re` values and wildcard patterns),
+/// in bytes of the regex crate's program. 1 MiB fits any real rule and
+/// keeps a hostile `(a{1000}){1000}` from eating memory.
+pub(crate) const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+/// Index of a field name in [`FieldTable`].
+pub(crate) type FieldId = usize;
+
+/// Field names used by the rule set, each once; events are read through
+/// these ids so one `matches` call fetches each field at most once.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct FieldTable {
+    names: Vec<String>,
+    ids: HashMap<String, FieldId>,
+}
+
+impl FieldTable {
+    fn intern(&mut self, name: &str) -> FieldId {
+        if let Some(&id) = self.ids.get(name) {
+            return id;
+        }
+        let id = self.names.len();
+        self.names.push(name.to_owned());
+        self.ids.insert(name.to_owned(), id);
+        id
+    }
+
+    pub(crate) fn name(&self, id: FieldId) -> &str {
+        &self.names[id]
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.names.len()
+    }
+}
+
+/// A compiled rule: its searches and the condition over them.
+#[derive(Debug)]
+pub(crate) struct RuleMatcher {
+    pub(crate) searches: Vec<SearchMatcher>,
+    pub(crate) condition: Cond,
+}
+
+#[derive(Debug)]
+pub(crate) enum SearchMatcher {
+    AllOf(Vec<ItemMatcher>),
+    AnyOf(Vec<SearchMatcher>),
+}
+
+#[derive(Debug)]
+pub(crate) enum ItemMatcher {
+    Field {
+        field: FieldId,
+        test: FieldTest,
+    },
+    /// Values searched in every string field of the event.
+    Keywords {
+        values: Vec<StrMatcher>,
+        all: bool,
+    },
+}
+
+#[derive(Debug)]
+pub(crate) enum FieldTest {
+    /// `exists: true/false`; null counts as absent.
+    Exists(bool),
+    Values {
+        values: Vec<ValueMatcher>,
+        all: bool,
+    },
+}
+
+#[derive(Debug)]
+pub(crate) enum ValueMatcher {
+    /// Field absent or null.
+    Null,
+    /// An integer field equal to it, or a text field that is exactly its
+    /// decimal form.
+    Int(i64),
+    Bool(bool),
+    Str(StrMatcher),
+}
+
+#[derive(Debug)]
+pub(crate) struct StrMatcher {
+    pub(crate) kind: StrKind,
+    /// Compare the event's text as is, not lowercased. Patterns were
+    /// lowercased at compile time unless this is set.
+    pub(crate) cased: bool,
+}
+
+#[derive(Debug)]
+pub(crate) enum StrKind {
+    /// `*`: any text (not null, not absent).
+    Any,
+    Exact(String),
+    Prefix(String),
+    Suffix(String),
+    /// Boxed: a finder is ~300 bytes, most values are not `contains`.
+    Contains(Box<memmem::Finder<'static>>),
+    /// Wildcards or windash inside: an anchored regex over the (lowercased
+    /// unless cased) text.
+    Pattern(Regex),
+    /// `|re`: unanchored search over the original text.
+    Regex(Regex),
+}
+
+/// Compiles a parsed detection, interning its fields in `fields`. Every
+/// bad item is reported.
+pub(crate) fn compile(
+    detection: Detection,
+    fields: &mut FieldTable,
+) -> Result<RuleMatcher, Vec<Located>> {
+    Ok(RuleMatcher {
+        searches: compile_searches(detection.searches, fields)?,
+        condition: detection.condition,
+    })
+}
+
+/// Compiles searches in order; on failure, the errors of all of them.
+pub(crate) fn compile_searches(
+    searches: Vec<Search>,
+    fields: &mut FieldTable,
+) -> Result<Vec<SearchMatcher>, Vec<Located>> {
+    let mut errors = Vec::new();
+    let mut out = Vec::new();
+    for search in searches {
+        match search_matcher(&search.name, search.expr, fields) {
+            Ok(m) => out.push(m),
+            Err(mut e) => errors.append(&mut e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
+fn search_matcher(
+    name: &str,
+    expr: SearchExpr,
+    fields: &mut FieldTable,
+) -> Result<SearchMatcher, Vec<Located>> {
+    match expr {
+        SearchExpr::AllOf(items) => {
+            let mut out = Vec::new();
+            let mut errors = Vec::new();
+            for item in items {
+                match item_matcher(item, fields) {
+                    Ok(m) => out.push(m),
+                    Err((pos, problem, key)) => errors.push((
+                        pos,
+                        match key {
+                            Some(field) => RuleError::Item {
+                                search: name.to_owned(),
+                                field,
+                                problem,
+                            },
+                            None => RuleError::Search {
+                                search: name.to_owned(),
+                                problem,
+                            },
+                        },
+                    )),
+                }
+            }
+            if errors.is_empty() {
+                Ok(SearchMatcher::AllOf(out))
+            } else {
+                Err(errors)
+            }
+        }
+        SearchExpr::AnyOf(alternatives) => {
+            let mut out = Vec::new();
+            let mut errors = Vec::new();
+            for alternative in alternatives {
+                match search_matcher(name, alternative, fields) {
+                    Ok(m) => out.push(m),
+                    Err(mut e) => errors.append(&mut e),
+                }
+            }
+            if errors.is_empty() {
+                Ok(SearchMatcher::AnyOf(out))
+            } else {
+                Err(errors)
+            }
+        }
+    }
+}
+
+type ItemFailure = (Position, ItemError, Option<String>);
+
+fn item_matcher(item: Item, fields: &mut FieldTable) -> Result<ItemMatcher, ItemFailure> {
+    let mods = item.modifiers;
+    let fail = |pos, problem| (pos, problem, item.key.clone());
+    let Some(field) = item.field.as_deref() else {
+        // Keywords: values are searched anywhere in any string field.
+        let mut values = Vec::new();
+        for (value, pos) in &item.values {
+            let text = match value {
+                Lit::Str(s) | Lit::Int(_, s) => s.clone(),
+                Lit::Bool(b) => b.to_string(),
+                Lit::Null => {
+                    return Err(fail(
+                        *pos,
+                        ItemError::ModifierOnValue {
+                            modifier: "keyword search",
+                            value: "null",
+                        },
+                    ));
+                }
+            };
+            let keyword_mods = Modifiers {
+                anchor: if mods.re.is_some() {
+                    Anchor::Whole
+                } else {
+                    Anchor::Contains
+                },
+                ..mods
+            };
+            values.push(str_matcher(&text, &keyword_mods).map_err(|e| fail(*pos, e))?);
+        }
+        return Ok(ItemMatcher::Keywords {
+            values,
+            all: mods.all,
+        });
+    };
+    let field = fields.intern(field);
+    if mods.exists {
+        return match item.values.as_slice() {
+            [(Lit::Bool(b), _)] => Ok(ItemMatcher::Field {
+                field,
+                test: FieldTest::Exists(*b),
+            }),
+            [(other, pos)] => Err(fail(*pos, ItemError::ExistsNeedsBool(other.kind_name()))),
+            _ => Err(fail(item.pos, ItemError::ExistsNeedsBool("a list"))),
+        };
+    }
+    let mut values = Vec::new();
+    for (value, pos) in &item.values {
+        values.push(value_matcher(value, &mods).map_err(|e| fail(*pos, e))?);
+    }
+    Ok(ItemMatcher::Field {
+        field,
+        test: FieldTest::Values {
+            values,
+            all: mods.all,
+        },
+    })
+}
+
+fn value_matcher(value: &Lit, mods: &Modifiers) -> Result<ValueMatcher, ItemError> {
+    let plain = mods.anchor == Anchor::Whole && mods.re.is_none() && !mods.windash;
+    let modifier_name = || {
+        if mods.re.is_some() {
+            "re"
+        } else if mods.windash {
+            "windash"
+        } else {
+            match mods.anchor {
+                Anchor::Contains => "contains",
+                Anchor::StartsWith => "startswith",
+                Anchor::EndsWith => "endswith",
+                Anchor::Whole => "cased",
+            }
+        }
+    };
+    match value {
+        Lit::Null if plain && !mods.cased => Ok(ValueMatcher::Null),
+        Lit::Null => Err(ItemError::ModifierOnValue {
+            modifier: modifier_name(),
+            value: "null",
+        }),
+        Lit::Int(n, _) if plain => Ok(ValueMatcher::Int(*n)),
+        Lit::Bool(b) if plain => Ok(ValueMatcher::Bool(*b)),
+        // With string modifiers a number or boolean is its text, as pySigma
+        // converts it.
+        Lit::Int(_, text) => Ok(ValueMatcher::Str(str_matcher(text, mods)?)),
+        Lit::Bool(b) => Ok(ValueMatcher::Str(str_matcher(&b.to_string(), mods)?)),
+        Lit::Str(s) => Ok(ValueMatcher::Str(str_matcher(s, mods)?)),
+    }
+}
+
+/// A piece of a Sigma string after escapes and wildcards are read.
+#[derive(Debug, Clone, PartialEq)]
+enum Part {
+    Lit(String),
+    /// `*`
+    AnyRun,
+    /// `?`
+    AnyOne,
+    /// A `-` or `/` that `windash` lets be any dash or slash.
+    Dash,
+}
+
+/// Reads a Sigma string: `*` and `?` are wildcards; `\*`, `\?` and `\\`
+/// are the literal characters; a backslash before anything else (or at the
+/// end) is itself, so `C:\Windows` keeps its backslash (pySigma's rules).
+fn sigma_parts(s: &str) -> Vec<Part> {
+    let mut parts = Vec::new();
+    let mut lit = String::new();
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.peek() {
+                Some(&next @ ('*' | '?' | '\\')) => {
+                    lit.push(next);
+                    chars.next();
+                }
+                _ => lit.push('\\'),
+            },
+            '*' | '?' => {
+                if !lit.is_empty() {
+                    parts.push(Part::Lit(std::mem::take(&mut lit)));
+                }
+                parts.push(if c == '*' { Part::AnyRun } else { Part::AnyOne });
+            }
+            c => lit.push(c),
+        }
+    }
+    if !lit.is_empty() {
+        parts.push(Part::Lit(lit));
+    }
+    parts
+}
+
+/// pySigma's windash: a `-` or `/` that starts a word (`\B[-/]\b`: no word
+/// character before it, one after it), within one literal piece.
+fn windash(parts: Vec<Part>) -> Vec<Part> {
+    let is_word = |c: char| c.is_alphanumeric() || c == '_';
+    let mut out = Vec::new();
+    for part in parts {
+        let Part::Lit(text) = part else {
+            out.push(part);
+            continue;
+        };
+        let chars: Vec<char> = text.chars().collect();
+        let mut lit = String::new();
+        for (i, &c) in chars.iter().enumerate() {
+            let starts_word = matches!(c, '-' | '/')
+                && (i == 0 || !is_word(chars[i - 1]))
+                && chars.get(i + 1).is_some_and(|&n| is_word(n));
+            if starts_word {
+                if !lit.is_empty() {
+                    out.push(Part::Lit(std::mem::take(&mut lit)));
+                }
+                out.push(Part::Dash);
+            } else {
+                lit.push(c);
+            }
+        }
+        if !lit.is_empty() {
+            out.push(Part::Lit(lit));
+        }
+    }
+    out
+}
+
+/// Lowercases for case-insensitive comparison; cheap for ASCII.
+pub(crate) fn lowercase(s: &str) -> String {
+    if s.is_ascii() {
+        s.to_ascii_lowercase()
+    } else {
+        s.to_lowercase()
+    }
+}
+
+fn str_matcher(value: &str, mods: &Modifiers) -> Result<StrMatcher, ItemError> {
+    if let Some(flags) = mods.re {
+        let regex = RegexBuilder::new(value)
+            .case_insensitive(flags.ignore_case)
+            .multi_line(flags.multi_line)
+            .dot_matches_new_line(flags.dot_all)
+            .size_limit(REGEX_SIZE_LIMIT)
+            .build()
+            .map_err(|e| ItemError::Regex(regex_error(&e)))?;
+        return Ok(StrMatcher {
+            kind: StrKind::Regex(regex),
+            cased: true,
+        });
+    }
+    let mut parts = sigma_parts(value);
+    if mods.windash {
+        parts = windash(parts);
+    }
+    if matches!(mods.anchor, Anchor::Contains | Anchor::EndsWith)
+        && parts.first() != Some(&Part::AnyRun)
+    {
+        parts.insert(0, Part::AnyRun);
+    }
+    if matches!(mods.anchor, Anchor::Contains | Anchor::StartsWith)
+        && parts.last() != Some(&Part::AnyRun)
+    {
+        parts.push(Part::AnyRun);
+    }
+    if !mods.cased {
+        for part in &mut parts {
+            if let Part::Lit(s) = part {
+                *s = lowercase(s);
+            }
+        }
+    }
+    // `**` is `*`.
+    parts.dedup_by(|a, b| *a == Part::AnyRun && *b == Part::AnyRun);
+    let kind = match parts.as_slice() {
+        [] => StrKind::Exact(String::new()),
+        [Part::Lit(s)] => StrKind::Exact(s.clone()),
+        [Part::AnyRun] => StrKind::Any,
+        [Part::Lit(s), Part::AnyRun] => StrKind::Prefix(s.clone()),
+        [Part::AnyRun, Part::Lit(s)] => StrKind::Suffix(s.clone()),
+        [Part::AnyRun, Part::Lit(s), Part::AnyRun] => {
+            StrKind::Contains(Box::new(memmem::Finder::new(s.as_bytes()).into_owned()))
+        }
+        _ => StrKind::Pattern(pattern_regex(&parts)?),
+    };
+    Ok(StrMatcher {
+        kind,
+        cased: mods.cased,
+    })
+}
+
+fn pattern_regex(parts: &[Part]) -> Result<Regex, ItemError> {
+    let mut re = String::from("(?s)^");
+    for part in parts {
+        match part {
+            Part::Lit(s) => re.push_str(&regex::escape(s)),
+            Part::AnyRun => re.push_str(".*"),
+            Part::AnyOne => re.push('.'),
+            Part::Dash => re.push_str("[-/\u{2013}\u{2014}\u{2015}]"),
+        }
+    }
+    re.push('$');
+    RegexBuilder::new(&re)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()
+        .map_err(|e| ItemError::Regex(regex_error(&e)))
+}
+
+/// One line for a regex error: the regex crate's syntax errors span several
+/// lines (pattern, caret, message); keep the message.
+fn regex_error(e: &regex::Error) -> String {
+    match e {
+        regex::Error::Syntax(text) => text
+            .lines()
+            .find_map(|l| l.strip_prefix("error: "))
+            .unwrap_or(text)
+            .to_owned(),
+        regex::Error::CompiledTooBig(limit) => {
+            format!("compiled size exceeds the limit of {limit} bytes")
+        }
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind(value: &str, mods: Modifiers) -> StrKind {
+        str_matcher(value, &mods).expect("compiles").kind
+    }
+
+    #[test]
+    fn escapes_follow_pysigma() {
+        assert_eq!(
+            sigma_parts(r"C:\Windows"),
+            vec![Part::Lit(r"C:\Windows".into())]
+        );
+        assert_eq!(sigma_parts(r"a\*b"), vec![Part::Lit("a*b".into())]);
+        assert_eq!(sigma_parts(r"a\?b"), vec![Part::Lit("a?b".into())]);
+        assert_eq!(
+            sigma_parts(r"a\\*"),
+            vec![Part::Lit(r"a\".into()), Part::AnyRun]
+        );
+        assert_eq!(sigma_parts(r"end\"), vec![Part::Lit(r"end\".into())]);
+        assert_eq!(
+            sigma_parts("a*b?"),
+            vec![
+                Part::Lit("a".into()),
+                Part::AnyRun,
+                Part::Lit("b".into()),
+                Part::AnyOne
+            ]
+        );
+    }
+
+    #[test]
+    fn literal_shapes_compile_without_regex() {
+        let contains = Modifiers {
+            anchor: Anchor::Contains,
+            ..Modifiers::default()
+        };
+        assert!(matches!(kind("Stop", Modifiers::default()), StrKind::Exact(s) if s == "stop"));
+        assert!(matches!(kind("/bin/*", Modifiers::default()), StrKind::Prefix(s) if s == "/bin/"));
+        assert!(matches!(kind("*/sh", Modifiers::default()), StrKind::Suffix(s) if s == "/sh"));
+        assert!(matches!(kind("kesl", contains), StrKind::Contains(_)));
+        assert!(matches!(kind("*kesl*", contains), StrKind::Contains(_)));
+        assert!(matches!(kind("*", Modifiers::default()), StrKind::Any));
+        assert!(matches!(
+            kind("a*b", Modifiers::default()),
+            StrKind::Pattern(_)
+        ));
+    }
+
+    #[test]
+    fn windash_marks_only_dashes_that_start_a_word() {
+        let parts = windash(sigma_parts("cmd -x a-b /y - z"));
+        assert_eq!(
+            parts,
+            vec![
+                Part::Lit("cmd ".into()),
+                Part::Dash,
+                Part::Lit("x a-b ".into()),
+                Part::Dash,
+                Part::Lit("y - z".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_regex_message_is_one_line() {
+        let re = Modifiers {
+            re: Some(Default::default()),
+            ..Modifiers::default()
+        };
+        let err = str_matcher("(?=x)", &re).expect_err("look-around");
+        assert_eq!(
+            err.to_string(),
+            "regular expression does not compile: look-around, including look-ahead and look-behind, is not supported"
+        );
+        let err = str_matcher("(a{1000}){1000}", &re).expect_err("too big");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "regular expression does not compile: compiled size exceeds the limit of {REGEX_SIZE_LIMIT} bytes"
+            )
+        );
+    }
+}

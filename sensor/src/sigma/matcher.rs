@@ -1,0 +1,183 @@
+//! Evaluating compiled rules against one event.
+//!
+//! A [`Scratch`] lives for one `RuleSet::matches` call: it fetches each
+//! field the rules ask for at most once and lowercases its text at most
+//! once, however many rules and values look at it. Nothing here allocates
+//! per value compared except that cache.
+//!
+//! Walks are recursive but shallow by construction: searches are at most a
+//! list of mappings (two levels) and conditions are bounded by
+//! [`super::condition::MAX_NESTING`].
+
+use std::borrow::Cow;
+
+use super::compile::{
+    FieldTable, FieldTest, ItemMatcher, RuleMatcher, SearchMatcher, StrKind, StrMatcher,
+    ValueMatcher, lowercase,
+};
+use super::condition::Cond;
+use super::{Event, Value};
+
+/// One field of the event as the matchers see it.
+struct FieldView<'e> {
+    /// `None`: absent.
+    value: Option<Value<'e>>,
+    /// Text form of a string, integer or boolean value.
+    text: Option<Cow<'e, str>>,
+    /// Lowercased `text`, filled on first case-insensitive use.
+    lowered: Option<String>,
+}
+
+impl<'e> FieldView<'e> {
+    fn new(value: Option<Value<'e>>) -> Self {
+        let text = match &value {
+            Some(Value::Str(s)) => Some(s.clone()),
+            Some(Value::Int(n)) => Some(Cow::Owned(n.to_string())),
+            Some(Value::Bool(b)) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
+            Some(Value::Null) | None => None,
+        };
+        FieldView {
+            value,
+            text,
+            lowered: None,
+        }
+    }
+
+    fn is_null(&self) -> bool {
+        matches!(self.value, None | Some(Value::Null))
+    }
+
+    /// Text in the case the matcher wants, or `None` when not textual.
+    fn text_for(&mut self, cased: bool) -> Option<&str> {
+        let text = self.text.as_deref()?;
+        if cased {
+            return Some(text);
+        }
+        Some(self.lowered.get_or_insert_with(|| lowercase(text)))
+    }
+}
+
+/// Per-call cache of the event's fields.
+pub(crate) struct Scratch<'e> {
+    event: &'e dyn Event,
+    names: &'e FieldTable,
+    fields: Vec<Option<FieldView<'e>>>,
+    /// Every string field, original and lowercased, for keyword searches.
+    strings: Option<Vec<(String, String)>>,
+}
+
+impl<'e> Scratch<'e> {
+    pub(crate) fn new(event: &'e dyn Event, names: &'e FieldTable) -> Self {
+        let mut fields = Vec::new();
+        fields.resize_with(names.len(), || None);
+        Scratch {
+            event,
+            names,
+            fields,
+            strings: None,
+        }
+    }
+
+    fn field(&mut self, id: usize) -> &mut FieldView<'e> {
+        let (event, names) = (self.event, self.names);
+        self.fields[id].get_or_insert_with(|| FieldView::new(event.field(names.name(id))))
+    }
+
+    fn strings(&mut self) -> &[(String, String)] {
+        let event = self.event;
+        self.strings.get_or_insert_with(|| {
+            let mut out = Vec::new();
+            event.for_each_string(&mut |s| out.push((s.to_owned(), lowercase(s))));
+            out
+        })
+    }
+}
+
+impl RuleMatcher {
+    pub(crate) fn is_match(&self, scratch: &mut Scratch<'_>) -> bool {
+        self.eval(&self.condition, scratch)
+    }
+
+    fn eval(&self, cond: &Cond, scratch: &mut Scratch<'_>) -> bool {
+        match cond {
+            Cond::Search(i) => self.searches.get(*i).is_some_and(|s| s.is_match(scratch)),
+            Cond::Not(inner) => !self.eval(inner, scratch),
+            Cond::And(items) => items.iter().all(|c| self.eval(c, scratch)),
+            Cond::Or(items) => items.iter().any(|c| self.eval(c, scratch)),
+        }
+    }
+}
+
+impl SearchMatcher {
+    fn is_match(&self, scratch: &mut Scratch<'_>) -> bool {
+        match self {
+            SearchMatcher::AllOf(items) => items.iter().all(|i| i.is_match(scratch)),
+            SearchMatcher::AnyOf(alternatives) => alternatives.iter().any(|a| a.is_match(scratch)),
+        }
+    }
+}
+
+impl ItemMatcher {
+    fn is_match(&self, scratch: &mut Scratch<'_>) -> bool {
+        match self {
+            ItemMatcher::Field { field, test } => {
+                let view = scratch.field(*field);
+                match test {
+                    FieldTest::Exists(want) => view.is_null() != *want,
+                    FieldTest::Values { values, all: true } => {
+                        values.iter().all(|v| v.is_match(view))
+                    }
+                    FieldTest::Values { values, all: false } => {
+                        values.iter().any(|v| v.is_match(view))
+                    }
+                }
+            }
+            ItemMatcher::Keywords { values, all } => {
+                let strings = scratch.strings();
+                let hit = |v: &StrMatcher| {
+                    strings
+                        .iter()
+                        .any(|(orig, lower)| v.is_match(if v.cased { orig } else { lower }))
+                };
+                if *all {
+                    values.iter().all(hit)
+                } else {
+                    values.iter().any(hit)
+                }
+            }
+        }
+    }
+}
+
+impl ValueMatcher {
+    fn is_match(&self, view: &mut FieldView<'_>) -> bool {
+        match self {
+            ValueMatcher::Null => view.is_null(),
+            ValueMatcher::Int(n) => match &view.value {
+                Some(Value::Int(m)) => m == n,
+                Some(Value::Str(s)) => s.as_ref() == n.to_string(),
+                _ => false,
+            },
+            ValueMatcher::Bool(b) => match &view.value {
+                Some(Value::Bool(v)) => v == b,
+                Some(Value::Str(s)) => s.eq_ignore_ascii_case(if *b { "true" } else { "false" }),
+                _ => false,
+            },
+            ValueMatcher::Str(m) => view.text_for(m.cased).is_some_and(|t| m.is_match(t)),
+        }
+    }
+}
+
+impl StrMatcher {
+    /// `text` is already lowercased unless `self.cased`.
+    fn is_match(&self, text: &str) -> bool {
+        match &self.kind {
+            StrKind::Any => true,
+            StrKind::Exact(s) => text == s,
+            StrKind::Prefix(s) => text.starts_with(s.as_str()),
+            StrKind::Suffix(s) => text.ends_with(s.as_str()),
+            StrKind::Contains(finder) => finder.find(text.as_bytes()).is_some(),
+            StrKind::Pattern(re) | StrKind::Regex(re) => re.is_match(text),
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! `cargo xtask test`: set up, check formatting and clippy, and run every
+//! test of the workspace, including the ones that load the eBPF program
+//! (they need root; under `CI=true` they fail instead of skipping).
+
+use std::process::Command;
+
+use crate::{setup, status, workspace_root};
+
+#[derive(clap::Args)]
+pub struct Options {
+    /// Skip `cargo fmt --check` and clippy.
+    #[arg(long)]
+    no_lint: bool,
+    /// Arguments passed to `cargo test` (after `--`), e.g. a test name.
+    #[arg(last = true)]
+    args: Vec<String>,
+}
+
+pub fn run(opts: &Options) -> anyhow::Result<()> {
+    setup::run(&setup::Options {})?;
+    let root = workspace_root();
+    let cargo = |args: &[&str]| {
+        let mut cmd = Command::new("cargo");
+        cmd.current_dir(&root).args(args);
+        cmd
+    };
+    if !opts.no_lint {
+        status(&mut cargo(&["fmt", "--all", "--check"]))?;
+        status(&mut cargo(&[
+            "clippy",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
+    }
+    let mut test = cargo(&["test", "--workspace", "--exclude", "sensor-ebpf"]);
+    test.args(&opts.args);
+    status(&mut test)
+}
