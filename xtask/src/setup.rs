@@ -63,9 +63,14 @@ fn rust_src() -> anyhow::Result<()> {
 }
 
 fn llvm() -> anyhow::Result<()> {
+    // One file from each package: llvm-config alone belongs to `llvm-22`,
+    // which can be present without the -dev package.
     let config = Path::new(LLVM_PREFIX).join("bin/llvm-config");
-    let polly = Path::new(LLVM_PREFIX).join("lib/libPolly.a");
-    if config.exists() && polly.exists() {
+    let markers = [
+        Path::new(LLVM_PREFIX).join("lib/libLLVM.so"),
+        Path::new(LLVM_PREFIX).join("lib/libPolly.a"),
+    ];
+    if config.exists() && markers.iter().all(|m| m.exists()) {
         return Ok(());
     }
     eprintln!("setup: installing {} from apt", LLVM_PACKAGES.join(" "));
