@@ -21,7 +21,7 @@ use regex::{Regex, RegexBuilder};
 
 use super::condition::Cond;
 use super::error::{ItemError, Position, RuleError};
-use super::modifier::{Anchor, Modifiers};
+use super::modifier::{Anchor, Base64, CompareOp, Modifiers, Wide};
 use super::rule::{Detection, Item, Lit, Located, Search, SearchExpr};
 
 /// Largest compiled regex accepted (`|re` values and wildcard patterns),
@@ -61,19 +61,19 @@ impl FieldTable {
 }
 
 /// A compiled rule: its searches and the condition over them.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct RuleMatcher {
     pub(crate) searches: Vec<SearchMatcher>,
     pub(crate) condition: Cond,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum SearchMatcher {
     AllOf(Vec<ItemMatcher>),
     AnyOf(Vec<SearchMatcher>),
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum ItemMatcher {
     Field {
         field: FieldId,
@@ -84,9 +84,11 @@ pub(crate) enum ItemMatcher {
         values: Vec<StrMatcher>,
         all: bool,
     },
+    /// `neq`: the item negated, as pySigma negates it.
+    Not(Box<ItemMatcher>),
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum FieldTest {
     /// `exists: true/false`; null counts as absent.
     Exists(bool),
@@ -94,9 +96,16 @@ pub(crate) enum FieldTest {
         values: Vec<ValueMatcher>,
         all: bool,
     },
+    /// `fieldref`: the field's text compared with other fields' text.
+    FieldRef {
+        others: Vec<FieldId>,
+        anchor: Anchor,
+        cased: bool,
+        all: bool,
+    },
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum ValueMatcher {
     /// Field absent or null.
     Null,
@@ -105,9 +114,64 @@ pub(crate) enum ValueMatcher {
     Int(i64),
     Bool(bool),
     Str(StrMatcher),
+    /// Any of these (the three `base64offset` encodings of one value).
+    AnyStr(Vec<StrMatcher>),
+    /// `cidr`: the field's text is an address inside this network.
+    Cidr(Cidr),
+    /// `lt`/`lte`/`gt`/`gte`: the field is a number (or its decimal text)
+    /// in this relation to the value.
+    Compare(CompareOp, i64),
 }
 
-#[derive(Debug)]
+/// An IPv4 or IPv6 network. v4 addresses are kept in the low 32 bits and
+/// only match v4 text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Cidr {
+    v6: bool,
+    net: u128,
+    mask: u128,
+}
+
+impl Cidr {
+    fn parse(text: &str) -> Option<Cidr> {
+        let (addr, len) = match text.split_once('/') {
+            Some((a, l)) => (a, Some(l.parse::<u32>().ok()?)),
+            None => (text, None),
+        };
+        let (v6, bits, width) = match addr.parse::<std::net::IpAddr>().ok()? {
+            std::net::IpAddr::V4(a) => (false, u128::from(u32::from(a)), 32),
+            std::net::IpAddr::V6(a) => (true, u128::from(a), 128),
+        };
+        let len = len.unwrap_or(width);
+        if len > width {
+            return None;
+        }
+        // Host bits set in the value are ignored, like Python's
+        // `ip_network(strict=False)`.
+        let mask = if len == 0 {
+            0
+        } else {
+            (u128::MAX << (128 - len)) >> (128 - width)
+        };
+        Some(Cidr {
+            v6,
+            net: bits & mask,
+            mask,
+        })
+    }
+
+    pub(crate) fn contains(&self, text: &str) -> bool {
+        match text.trim().parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V4(a)) if !self.v6 => {
+                u128::from(u32::from(a)) & self.mask == self.net
+            }
+            Ok(std::net::IpAddr::V6(a)) if self.v6 => u128::from(a) & self.mask == self.net,
+            _ => false,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
 pub(crate) struct StrMatcher {
     pub(crate) kind: StrKind,
     /// Compare the event's text as is, not lowercased. Patterns were
@@ -115,7 +179,7 @@ pub(crate) struct StrMatcher {
     pub(crate) cased: bool,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum StrKind {
     /// `*`: any text (not null, not absent).
     Any,
@@ -218,9 +282,28 @@ fn search_matcher(
 type ItemFailure = (Position, ItemError, Option<String>);
 
 fn item_matcher(item: Item, fields: &mut FieldTable) -> Result<ItemMatcher, ItemFailure> {
+    let negate = item.modifiers.negate;
+    let matcher = positive_item_matcher(item, fields)?;
+    Ok(if negate {
+        ItemMatcher::Not(Box::new(matcher))
+    } else {
+        matcher
+    })
+}
+
+fn positive_item_matcher(item: Item, fields: &mut FieldTable) -> Result<ItemMatcher, ItemFailure> {
     let mods = item.modifiers;
     let fail = |pos, problem| (pos, problem, item.key.clone());
     let Some(field) = item.field.as_deref() else {
+        if let Some(kind) = mods.non_string() {
+            return Err(fail(
+                item.pos,
+                ItemError::ModifierOnValue {
+                    modifier: kind,
+                    value: "a keyword search (it needs a field)",
+                },
+            ));
+        }
         // Keywords: values are searched anywhere in any string field.
         let mut values = Vec::new();
         for (value, pos) in &item.values {
@@ -245,7 +328,18 @@ fn item_matcher(item: Item, fields: &mut FieldTable) -> Result<ItemMatcher, Item
                 },
                 ..mods
             };
-            values.push(str_matcher(&text, &keyword_mods).map_err(|e| fail(*pos, e))?);
+            let mut matchers = encoded_matchers(&text, &keyword_mods).map_err(|e| fail(*pos, e))?;
+            if matchers.len() != 1 {
+                // base64offset on keywords: each encoding is one keyword
+                // alternative only when the values are ORed.
+                if mods.all {
+                    return Err(fail(
+                        *pos,
+                        ItemError::ConflictingModifiers("base64offset", "all"),
+                    ));
+                }
+            }
+            values.append(&mut matchers);
         }
         return Ok(ItemMatcher::Keywords {
             values,
@@ -263,6 +357,32 @@ fn item_matcher(item: Item, fields: &mut FieldTable) -> Result<ItemMatcher, Item
             _ => Err(fail(item.pos, ItemError::ExistsNeedsBool("a list"))),
         };
     }
+    if mods.fieldref {
+        let mut others = Vec::new();
+        for (value, pos) in &item.values {
+            let Lit::Str(name) = value else {
+                return Err(fail(
+                    *pos,
+                    ItemError::BadFieldRef(value.kind_name().to_owned()),
+                ));
+            };
+            let parts = sigma_parts(name);
+            let plain = match parts.as_slice() {
+                [Part::Lit(s)] => s.clone(),
+                _ => return Err(fail(*pos, ItemError::BadFieldRef(format!("'{name}'")))),
+            };
+            others.push(fields.intern(&plain));
+        }
+        return Ok(ItemMatcher::Field {
+            field,
+            test: FieldTest::FieldRef {
+                others,
+                anchor: mods.anchor,
+                cased: mods.cased,
+                all: mods.all,
+            },
+        });
+    }
     let mut values = Vec::new();
     for (value, pos) in &item.values {
         values.push(value_matcher(value, &mods).map_err(|e| fail(*pos, e))?);
@@ -277,12 +397,38 @@ fn item_matcher(item: Item, fields: &mut FieldTable) -> Result<ItemMatcher, Item
 }
 
 fn value_matcher(value: &Lit, mods: &Modifiers) -> Result<ValueMatcher, ItemError> {
-    let plain = mods.anchor == Anchor::Whole && mods.re.is_none() && !mods.windash;
+    if mods.cidr {
+        return match value {
+            Lit::Str(s) => Cidr::parse(s)
+                .map(ValueMatcher::Cidr)
+                .ok_or_else(|| ItemError::BadCidr(s.clone())),
+            other => Err(ItemError::BadCidr(format!("{other:?}"))),
+        };
+    }
+    if let Some(op) = mods.compare {
+        let modifier = mods.non_string().unwrap_or("lt");
+        return match value {
+            Lit::Int(n, _) => Ok(ValueMatcher::Compare(op, *n)),
+            other => Err(ItemError::NotANumber {
+                modifier,
+                value: other.kind_name(),
+            }),
+        };
+    }
+    let encoded = mods.wide.is_some() || mods.base64.is_some();
+    let plain = mods.anchor == Anchor::Whole && mods.re.is_none() && !mods.windash && !encoded;
     let modifier_name = || {
         if mods.re.is_some() {
             "re"
         } else if mods.windash {
             "windash"
+        } else if let Some(b) = mods.base64 {
+            match b {
+                Base64::Plain => "base64",
+                Base64::Offset => "base64offset",
+            }
+        } else if mods.wide.is_some() {
+            "wide"
         } else {
             match mods.anchor {
                 Anchor::Contains => "contains",
@@ -302,10 +448,130 @@ fn value_matcher(value: &Lit, mods: &Modifiers) -> Result<ValueMatcher, ItemErro
         Lit::Bool(b) if plain => Ok(ValueMatcher::Bool(*b)),
         // With string modifiers a number or boolean is its text, as pySigma
         // converts it.
-        Lit::Int(_, text) => Ok(ValueMatcher::Str(str_matcher(text, mods)?)),
-        Lit::Bool(b) => Ok(ValueMatcher::Str(str_matcher(&b.to_string(), mods)?)),
-        Lit::Str(s) => Ok(ValueMatcher::Str(str_matcher(s, mods)?)),
+        Lit::Int(_, text) => one_or_any(encoded_matchers(text, mods)?),
+        Lit::Bool(b) => one_or_any(encoded_matchers(&b.to_string(), mods)?),
+        Lit::Str(s) => one_or_any(encoded_matchers(s, mods)?),
     }
+}
+
+fn one_or_any(mut matchers: Vec<StrMatcher>) -> Result<ValueMatcher, ItemError> {
+    Ok(if matchers.len() == 1 {
+        ValueMatcher::Str(matchers.remove(0))
+    } else {
+        ValueMatcher::AnyStr(matchers)
+    })
+}
+
+/// `%name%` placeholders of an `expand` value, in pySigma's syntax.
+fn first_placeholder(value: &str) -> Option<&str> {
+    let mut rest = value;
+    while let Some(start) = rest.find('%') {
+        let after = &rest[start + 1..];
+        let end = after.find('%')?;
+        let name = &after[..end];
+        if !name.is_empty() && name.chars().all(|c| c.is_alphanumeric() || c == '_') {
+            return Some(name);
+        }
+        rest = &after[end..];
+    }
+    None
+}
+
+/// The string matchers for one value after `expand`, the UTF-16 and
+/// base64 encodings: one, or three for `base64offset`.
+fn encoded_matchers(value: &str, mods: &Modifiers) -> Result<Vec<StrMatcher>, ItemError> {
+    if mods.expand
+        && let Some(name) = first_placeholder(value)
+    {
+        return Err(ItemError::UnresolvedPlaceholder(name.to_owned()));
+    }
+    if mods.re.is_some() || (mods.wide.is_none() && mods.base64.is_none()) {
+        return Ok(vec![str_matcher(value, mods)?]);
+    }
+    let parts = sigma_parts(value);
+    let name = match (mods.base64, mods.wide) {
+        (Some(Base64::Plain), _) => "base64",
+        (Some(Base64::Offset), _) => "base64offset",
+        (None, Some(Wide::Le)) => "wide",
+        (None, Some(Wide::Be)) => "utf16be",
+        (None, Some(Wide::LeBom)) => "utf16",
+        (None, None) => "base64",
+    };
+    let text = match parts.as_slice() {
+        [] => String::new(),
+        [Part::Lit(s)] => s.clone(),
+        _ => return Err(ItemError::WildcardInEncoded(name)),
+    };
+    let (wide_text, bytes) = match mods.wide {
+        None => (text.clone(), text.into_bytes()),
+        Some(w) => {
+            if !text.is_ascii() {
+                return Err(ItemError::NotAscii(name, text));
+            }
+            let mut chars = String::new();
+            let mut bytes = Vec::new();
+            if w == Wide::LeBom {
+                // pySigma puts U+FEFF in the text, but base64 encodes the
+                // UTF-16LE mark FF FE, as the encoded data would hold.
+                chars.push('\u{feff}');
+                bytes.extend_from_slice(&[0xff, 0xfe]);
+            }
+            for b in text.bytes() {
+                let pair = if w == Wide::Be { [0, b] } else { [b, 0] };
+                chars.extend(pair.iter().map(|&b| char::from(b)));
+                bytes.extend_from_slice(&pair);
+            }
+            (chars, bytes)
+        }
+    };
+    let texts = match mods.base64 {
+        None => vec![wide_text],
+        Some(Base64::Plain) => vec![base64(&bytes)],
+        Some(Base64::Offset) => base64_offsets(&bytes),
+    };
+    texts
+        .iter()
+        .map(|t| parts_matcher(vec![Part::Lit(t.clone())], mods))
+        .collect()
+}
+
+/// Standard base64 with padding (RFC 4648), as Python's `b64encode`.
+fn base64(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// pySigma's `base64offset`: the value encoded after 0, 1 and 2 bytes of
+/// padding, each cut to the characters that depend on the value alone
+/// (starts 0/2/3, ends cut by 0/3/2 by the encoded length mod 3).
+fn base64_offsets(data: &[u8]) -> Vec<String> {
+    const START: [usize; 3] = [0, 2, 3];
+    const END_CUT: [usize; 3] = [0, 3, 2];
+    (0..3)
+        .map(|i| {
+            let mut padded = vec![b' '; i];
+            padded.extend_from_slice(data);
+            let encoded = base64(&padded);
+            let end = encoded.len().saturating_sub(END_CUT[(data.len() + i) % 3]);
+            encoded.get(START[i]..end).unwrap_or_default().to_owned()
+        })
+        .collect()
 }
 
 /// A piece of a Sigma string after escapes and wildcards are read.
@@ -406,7 +672,12 @@ fn str_matcher(value: &str, mods: &Modifiers) -> Result<StrMatcher, ItemError> {
             cased: true,
         });
     }
-    let mut parts = sigma_parts(value);
+    parts_matcher(sigma_parts(value), mods)
+}
+
+/// Compiles a value already read into parts (so encoded text, whose
+/// characters are all literal, is not read for wildcards again).
+fn parts_matcher(mut parts: Vec<Part>, mods: &Modifiers) -> Result<StrMatcher, ItemError> {
     if mods.windash {
         parts = windash(parts);
     }

@@ -310,6 +310,20 @@ impl Parser<'_> {
     }
 }
 
+impl Cond {
+    /// The same condition with every search index moved up by `by`, for
+    /// appending a filter's searches after a rule's. Recursion depth is the
+    /// condition's, bounded by [`MAX_NESTING`] at parse time.
+    pub(crate) fn shifted(&self, by: usize) -> Cond {
+        match self {
+            Cond::Search(i) => Cond::Search(i + by),
+            Cond::Not(inner) => Cond::Not(Box::new(inner.shifted(by))),
+            Cond::And(items) => Cond::And(items.iter().map(|c| c.shifted(by)).collect()),
+            Cond::Or(items) => Cond::Or(items.iter().map(|c| c.shifted(by)).collect()),
+        }
+    }
+}
+
 fn flatten(mut items: Vec<Cond>, make: fn(Vec<Cond>) -> Cond) -> Cond {
     if items.len() == 1 {
         items.remove(0)

@@ -60,7 +60,7 @@ pub enum SkipReason {
     /// `logsource` names something other than linux `process_creation`.
     #[error("logsource {0} is not linux process_creation")]
     LogSource(String),
-    /// A correlation or filter document: not a detection rule.
+    /// A correlation document: not a detection rule.
     #[error("'{0}' documents are not supported")]
     NotARule(&'static str),
 }
@@ -106,6 +106,16 @@ pub enum RuleError {
     Search { search: String, problem: ItemError },
     #[error("condition: {0}")]
     Condition(#[from] ConditionError),
+    #[error("duplicate rule id '{id}' (first used by {first})")]
+    DuplicateId {
+        id: String,
+        /// `source:line:col` of the rule that has it already.
+        first: String,
+    },
+    #[error("filter names rule '{0}', which is not loaded (name rules by id or title)")]
+    FilterTargetUnknown(String),
+    #[error("'filter' must be a mapping with 'rules', search identifiers and 'condition'")]
+    FilterNotAMapping,
 }
 
 /// What is wrong with one detection entry.
@@ -141,6 +151,38 @@ pub enum ItemError {
     BadSearch(&'static str),
     #[error("an empty mapping matches nothing useful")]
     EmptyMap,
+    #[error("modifier '{first}' must come before '{then}'")]
+    ModifierOrder {
+        first: &'static str,
+        then: &'static str,
+    },
+    #[error("modifier '{0}' is repeated")]
+    RepeatedModifier(&'static str),
+    #[error("modifier 'all' needs a list of two or more values; with one value, drop 'all'")]
+    AllWithOneValue,
+    #[error(
+        "null cannot be one of several values; write a separate search with 'field: null' and join it with 'or'"
+    )]
+    NullInList,
+    #[error(
+        "modifier '{0}' cannot apply to a value with wildcards (escape them as '\\*' or '\\?')"
+    )]
+    WildcardInEncoded(&'static str),
+    #[error("modifier '{0}' only encodes ascii text; '{1}' is not ascii")]
+    NotAscii(&'static str, String),
+    #[error("modifier '{modifier}' needs a number, not {value}")]
+    NotANumber {
+        modifier: &'static str,
+        value: &'static str,
+    },
+    #[error("'{0}' is not an ip network (expected e.g. '10.0.0.0/8' or 'fe80::/10')")]
+    BadCidr(String),
+    #[error("modifier 'fieldref' needs a field name, not {0}")]
+    BadFieldRef(String),
+    #[error(
+        "placeholder '%{0}%' cannot be resolved: sigexec defines no placeholders, so list the values instead"
+    )]
+    UnresolvedPlaceholder(String),
 }
 
 /// `": file:line:col: "` prefix, omitting what is unknown.

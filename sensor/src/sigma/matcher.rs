@@ -16,6 +16,7 @@ use super::compile::{
     ValueMatcher, lowercase,
 };
 use super::condition::Cond;
+use super::modifier::{Anchor, CompareOp};
 use super::{Event, Value};
 
 /// One field of the event as the matchers see it.
@@ -130,8 +131,35 @@ impl ItemMatcher {
                     FieldTest::Values { values, all: false } => {
                         values.iter().any(|v| v.is_match(view))
                     }
+                    FieldTest::FieldRef {
+                        others,
+                        anchor,
+                        cased,
+                        all,
+                    } => {
+                        let Some(text) = view.text_for(*cased).map(str::to_owned) else {
+                            return false;
+                        };
+                        let mut hit = |other: &usize| {
+                            scratch
+                                .field(*other)
+                                .text_for(*cased)
+                                .is_some_and(|o| match anchor {
+                                    Anchor::Whole => text == o,
+                                    Anchor::Contains => text.contains(o),
+                                    Anchor::StartsWith => text.starts_with(o),
+                                    Anchor::EndsWith => text.ends_with(o),
+                                })
+                        };
+                        if *all {
+                            others.iter().all(&mut hit)
+                        } else {
+                            others.iter().any(&mut hit)
+                        }
+                    }
                 }
             }
+            ItemMatcher::Not(inner) => !inner.is_match(scratch),
             ItemMatcher::Keywords { values, all } => {
                 let strings = scratch.strings();
                 let hit = |v: &StrMatcher| {
@@ -164,6 +192,35 @@ impl ValueMatcher {
                 _ => false,
             },
             ValueMatcher::Str(m) => view.text_for(m.cased).is_some_and(|t| m.is_match(t)),
+            ValueMatcher::AnyStr(ms) => ms
+                .iter()
+                .any(|m| view.text_for(m.cased).is_some_and(|t| m.is_match(t))),
+            ValueMatcher::Cidr(net) => view.text.as_deref().is_some_and(|t| net.contains(t)),
+            ValueMatcher::Compare(op, n) => {
+                let n = *n;
+                let ord = match &view.value {
+                    Some(Value::Int(m)) => m.cmp(&n),
+                    Some(Value::Str(s)) => match s.trim().parse::<i64>() {
+                        Ok(m) => m.cmp(&n),
+                        Err(_) => match s.trim().parse::<f64>() {
+                            // A decimal field ("1000.5") compares as f64;
+                            // rule numbers are far below 2^53.
+                            Ok(m) => match m.partial_cmp(&(n as f64)) {
+                                Some(o) => o,
+                                None => return false,
+                            },
+                            Err(_) => return false,
+                        },
+                    },
+                    _ => return false,
+                };
+                match op {
+                    CompareOp::Lt => ord.is_lt(),
+                    CompareOp::Lte => ord.is_le(),
+                    CompareOp::Gt => ord.is_gt(),
+                    CompareOp::Gte => ord.is_ge(),
+                }
+            }
         }
     }
 }

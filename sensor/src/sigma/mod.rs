@@ -57,12 +57,14 @@ mod yaml;
 mod tests;
 
 use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
 
 pub use condition::ConditionError;
 pub use error::{ItemError, LoadError, LoadWarning, Position, RuleError, SkipReason};
-pub use rule::{LogSource, RuleMeta};
+pub use rule::{FilterMeta, LogSource, RuleMeta};
 
 use compile::{FieldTable, RuleMatcher};
+use condition::Cond;
 use matcher::Scratch;
 
 /// One rule file's text and the name to report it by (a path, or
@@ -107,6 +109,8 @@ pub enum Value<'a> {
 #[derive(Debug)]
 pub struct Rule {
     pub meta: RuleMeta,
+    /// Sigma filters ANDed onto this rule's condition, in load order.
+    pub filters: Vec<FilterMeta>,
     matcher: RuleMatcher,
 }
 
@@ -117,6 +121,8 @@ pub struct RuleSet {
     rules: Vec<Rule>,
     /// Field names every rule refers to, by id; rules hold ids only.
     fields: FieldTable,
+    /// Every filter document loaded (whether or not it named a rule).
+    filters: Vec<FilterMeta>,
 }
 
 /// Everything a load produced: the rules that compiled, the errors, and
@@ -147,13 +153,20 @@ impl RuleSet {
     }
 
     /// Like [`RuleSet::load`], also reporting skipped rules.
+    ///
+    /// Sources may hold rules and Sigma filter documents (`filter:` with
+    /// `rules:` naming rule ids or titles) in any order and any file: a
+    /// filter applies to the named rules of the whole set, pySigma's way,
+    /// as `(rule condition) and (filter condition)`. A filter naming a rule
+    /// that is neither loaded nor skipped is an error; a rule id used twice
+    /// is an error on the second rule, which is not loaded.
     pub fn load_report(sources: impl IntoIterator<Item = Source>) -> LoadReport {
-        let mut report = LoadReport::default();
+        let mut loading = Loading::default();
         for source in sources {
             let docs = match yaml::parse_documents(&source.text) {
                 Ok(docs) => docs,
                 Err(e) => {
-                    report.errors.push(LoadError {
+                    loading.report.errors.push(LoadError {
                         source_name: source.name.clone(),
                         position: Some(e.pos),
                         rule: None,
@@ -164,8 +177,8 @@ impl RuleSet {
             };
             for doc in yaml::apply_collection_actions(docs) {
                 match doc {
-                    Ok(doc) => load_document(&source.name, &doc, &mut report),
-                    Err((_, e)) => report.errors.push(LoadError {
+                    Ok(doc) => load_document(&source.name, &doc, &mut loading),
+                    Err((_, e)) => loading.report.errors.push(LoadError {
                         source_name: source.name.clone(),
                         position: Some(e.pos),
                         rule: None,
@@ -174,7 +187,12 @@ impl RuleSet {
                 }
             }
         }
-        report
+        loading.finish()
+    }
+
+    /// Every filter document that loaded.
+    pub fn filters(&self) -> &[FilterMeta] {
+        &self.filters
     }
 
     pub fn rules(&self) -> &[Rule] {
@@ -201,7 +219,66 @@ impl RuleSet {
     }
 }
 
-fn load_document(source: &str, doc: &yaml::RuleDocument, report: &mut LoadReport) {
+/// State of one load: the report being built, filters waiting for every
+/// rule to be known, and what is needed to check ids and filter targets.
+#[derive(Default)]
+struct Loading {
+    report: LoadReport,
+    filters: Vec<PendingFilter>,
+    /// Rule id -> `source:line:col` of the rule that has it.
+    ids: HashMap<String, String>,
+    /// Ids and titles of rules skipped for their log source: a filter
+    /// naming one is not an error.
+    skipped_names: HashSet<String>,
+}
+
+struct PendingFilter {
+    meta: FilterMeta,
+    label: Option<String>,
+    targets: Vec<(String, Position)>,
+    matcher: RuleMatcher,
+}
+
+impl Loading {
+    fn finish(mut self) -> LoadReport {
+        for filter in self.filters {
+            for (target, pos) in &filter.targets {
+                let mut found = false;
+                for rule in &mut self.report.rules.rules {
+                    if rule.meta.id.as_deref() == Some(target) || rule.meta.title == *target {
+                        found = true;
+                        rule.matcher = rule.matcher.clone().and(&filter.matcher);
+                        rule.filters.push(filter.meta.clone());
+                    }
+                }
+                if !found && !self.skipped_names.contains(target) {
+                    self.report.errors.push(LoadError {
+                        source_name: filter.meta.source.clone(),
+                        position: Some(*pos),
+                        rule: filter.label.clone(),
+                        kind: RuleError::FilterTargetUnknown(target.clone()),
+                    });
+                }
+            }
+            self.report.rules.filters.push(filter.meta);
+        }
+        self.report
+    }
+}
+
+impl RuleMatcher {
+    /// This rule ANDed with `filter`: the filter's searches are appended
+    /// and its condition renumbered to point at them.
+    fn and(mut self, filter: &RuleMatcher) -> RuleMatcher {
+        let shift = self.searches.len();
+        self.searches.extend(filter.searches.iter().cloned());
+        self.condition = Cond::And(vec![self.condition, filter.condition.shifted(shift)]);
+        self
+    }
+}
+
+fn load_document(source: &str, doc: &yaml::RuleDocument, loading: &mut Loading) {
+    let report = &mut loading.report;
     let node = &doc.node;
     let label = rule::label(node).or_else(|| Some(format!("document {}", doc.index)));
     let error = |pos: Position, kind: RuleError| LoadError {
@@ -214,17 +291,16 @@ fn load_document(source: &str, doc: &yaml::RuleDocument, report: &mut LoadReport
         report.errors.push(error(node.pos, RuleError::NotAMapping));
         return;
     }
-    for kind in ["correlation", "filter"] {
-        if node.get(kind).is_some() {
-            report.skipped.push(LoadWarning {
-                source_name: source.to_owned(),
-                position: Some(node.pos),
-                rule: label.clone(),
-                reason: SkipReason::NotARule(kind),
-            });
-            return;
-        }
+    if node.get("correlation").is_some() {
+        report.skipped.push(LoadWarning {
+            source_name: source.to_owned(),
+            position: Some(node.pos),
+            rule: label.clone(),
+            reason: SkipReason::NotARule("correlation"),
+        });
+        return;
     }
+    let is_filter = node.get("filter").is_some();
     // Gate on the log source before anything else, so a windows rule with
     // a modifier we lack is skipped, not an error.
     match rule::logsource(node) {
@@ -233,6 +309,11 @@ fn load_document(source: &str, doc: &yaml::RuleDocument, report: &mut LoadReport
             return;
         }
         Ok(ls) if !ls.is_linux_process_creation() => {
+            for key in ["id", "title"] {
+                if let Some(name) = node.get(key).and_then(yaml::Node::scalar_text) {
+                    loading.skipped_names.insert(name);
+                }
+            }
             report.skipped.push(LoadWarning {
                 source_name: source.to_owned(),
                 position: node.key_pos("logsource"),
@@ -242,6 +323,10 @@ fn load_document(source: &str, doc: &yaml::RuleDocument, report: &mut LoadReport
             return;
         }
         Ok(_) => {}
+    }
+    if is_filter {
+        load_filter(source, node, label, loading);
+        return;
     }
     let compiled = match rule::parse(node, source) {
         Ok(model) => {
@@ -257,12 +342,65 @@ fn load_document(source: &str, doc: &yaml::RuleDocument, report: &mut LoadReport
         }
     };
     match compiled {
-        Ok((meta, matcher)) => report.rules.rules.push(Rule { meta, matcher }),
+        Ok((meta, matcher)) => {
+            if let Some(id) = &meta.id {
+                let here = format!("{}:{}", meta.source, meta.position);
+                if let Some(first) = loading.ids.get(id) {
+                    report.errors.push(error(
+                        node.key_pos("id").unwrap_or(node.pos),
+                        RuleError::DuplicateId {
+                            id: id.clone(),
+                            first: first.clone(),
+                        },
+                    ));
+                    return;
+                }
+                loading.ids.insert(id.clone(), here);
+            }
+            report.rules.rules.push(Rule {
+                meta,
+                filters: Vec::new(),
+                matcher,
+            });
+        }
         Err(mut errors) => {
             errors.sort_by_key(|(pos, _)| *pos);
             report
                 .errors
                 .extend(errors.into_iter().map(|(pos, kind)| error(pos, kind)));
+        }
+    }
+}
+
+/// Compiles a filter document and queues it until every rule is loaded.
+fn load_filter(source: &str, node: &yaml::Node, label: Option<String>, loading: &mut Loading) {
+    let report = &mut loading.report;
+    let error = |(pos, kind): (Position, RuleError)| LoadError {
+        source_name: source.to_owned(),
+        position: Some(pos),
+        rule: label.clone(),
+        kind,
+    };
+    let compiled = match rule::parse_filter(node, source) {
+        Ok(model) => compile::compile(model.detection, &mut report.rules.fields)
+            .map(|m| (model.meta, model.targets, m)),
+        Err((mut errors, searches)) => {
+            if let Err(mut more) = compile::compile_searches(searches, &mut FieldTable::default()) {
+                errors.append(&mut more);
+            }
+            Err(errors)
+        }
+    };
+    match compiled {
+        Ok((meta, targets, matcher)) => loading.filters.push(PendingFilter {
+            meta,
+            label,
+            targets,
+            matcher,
+        }),
+        Err(mut errors) => {
+            errors.sort_by_key(|(pos, _)| *pos);
+            report.errors.extend(errors.into_iter().map(error));
         }
     }
 }

@@ -2,11 +2,14 @@
 //! and which combinations make sense.
 //!
 //! Every modifier the Sigma spec (and pySigma) defines is listed here, so a
-//! rule using one we have not implemented gets "not supported yet" rather
-//! than "unknown", and a typo gets a "did you mean". Adding one (base64,
-//! cidr, lt, fieldref, ...) means: move it from [`NOT_YET`] to [`Modifier`],
-//! record it in [`Modifiers`], and give `compile` a value transform or a new
-//! value matcher for it.
+//! rule using one we have not implemented (the timestamp parts, which need
+//! a time field process_creation events lack) gets "not supported yet"
+//! rather than "unknown", and a typo gets a "did you mean".
+//!
+//! Order matters only for the encodings, as in pySigma, where each modifier
+//! transforms the output of the one before: `utf16le|base64offset` encodes
+//! the UTF-16 bytes; `base64|utf16le` would widen the base64 text, which no
+//! rule means, so it is rejected.
 
 use super::error::{ItemError, closest};
 
@@ -24,6 +27,14 @@ enum Modifier {
     ReDotAll,
     Exists,
     Windash,
+    Base64,
+    Base64Offset,
+    Wide(Wide),
+    Cidr,
+    Compare(CompareOp),
+    Neq,
+    FieldRef,
+    Expand,
 }
 
 const IMPLEMENTED: &[(&str, Modifier)] = &[
@@ -41,31 +52,24 @@ const IMPLEMENTED: &[(&str, Modifier)] = &[
     ("dotall", Modifier::ReDotAll),
     ("exists", Modifier::Exists),
     ("windash", Modifier::Windash),
+    ("base64", Modifier::Base64),
+    ("base64offset", Modifier::Base64Offset),
+    ("wide", Modifier::Wide(Wide::Le)),
+    ("utf16le", Modifier::Wide(Wide::Le)),
+    ("utf16be", Modifier::Wide(Wide::Be)),
+    ("utf16", Modifier::Wide(Wide::LeBom)),
+    ("cidr", Modifier::Cidr),
+    ("lt", Modifier::Compare(CompareOp::Lt)),
+    ("lte", Modifier::Compare(CompareOp::Lte)),
+    ("gt", Modifier::Compare(CompareOp::Gt)),
+    ("gte", Modifier::Compare(CompareOp::Gte)),
+    ("neq", Modifier::Neq),
+    ("fieldref", Modifier::FieldRef),
+    ("expand", Modifier::Expand),
 ];
 
 /// Defined by the spec or pySigma, not implemented here yet.
-const NOT_YET: &[&str] = &[
-    "base64",
-    "base64offset",
-    "utf16",
-    "utf16le",
-    "utf16be",
-    "wide",
-    "cidr",
-    "lt",
-    "lte",
-    "gt",
-    "gte",
-    "fieldref",
-    "neq",
-    "expand",
-    "minute",
-    "hour",
-    "day",
-    "week",
-    "month",
-    "year",
-];
+const NOT_YET: &[&str] = &["minute", "hour", "day", "week", "month", "year"];
 
 /// Where a string value must sit in the field's text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -76,6 +80,33 @@ pub(crate) enum Anchor {
     Contains,
     StartsWith,
     EndsWith,
+}
+
+/// UTF-16 encodings (`wide`/`utf16le`, `utf16be`, `utf16` = LE with BOM).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wide {
+    Le,
+    Be,
+    LeBom,
+}
+
+/// Base64 encodings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Base64 {
+    /// The value's encoding as is.
+    Plain,
+    /// The three encodings of the value at byte offsets 0, 1 and 2 of a
+    /// longer text, with the characters that depend on neighbours cut off.
+    Offset,
+}
+
+/// Numeric comparisons (`lt`, `lte`, `gt`, `gte`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CompareOp {
+    Lt,
+    Lte,
+    Gt,
+    Gte,
 }
 
 /// Flags for the `re` modifier.
@@ -97,6 +128,39 @@ pub(crate) struct Modifiers {
     pub(crate) re: Option<ReFlags>,
     pub(crate) exists: bool,
     pub(crate) windash: bool,
+    /// UTF-16 encoding, applied before `base64`.
+    pub(crate) wide: Option<Wide>,
+    pub(crate) base64: Option<Base64>,
+    pub(crate) cidr: bool,
+    pub(crate) compare: Option<CompareOp>,
+    /// `neq`: the item matches when it would not (pySigma negates the
+    /// whole item).
+    pub(crate) negate: bool,
+    /// Values name another field of the same event.
+    pub(crate) fieldref: bool,
+    /// `%placeholder%`s in values must be resolved (none are defined here).
+    pub(crate) expand: bool,
+}
+
+impl Modifiers {
+    /// Name of the modifier that turns values into something other than a
+    /// Sigma string, if any; such values take no string modifiers.
+    pub(crate) fn non_string(&self) -> Option<&'static str> {
+        if self.cidr {
+            Some("cidr")
+        } else if let Some(op) = self.compare {
+            Some(match op {
+                CompareOp::Lt => "lt",
+                CompareOp::Lte => "lte",
+                CompareOp::Gt => "gt",
+                CompareOp::Gte => "gte",
+            })
+        } else if self.fieldref {
+            Some("fieldref")
+        } else {
+            None
+        }
+    }
 }
 
 /// A key split into field name (`None` for keyword searches written as
@@ -159,6 +223,38 @@ fn validate(found: &[(&'static str, Modifier)]) -> Result<Modifiers, ItemError> 
             Modifier::ReDotAll => (flags.dot_all, flag_name) = (true, Some(name)),
             Modifier::Exists => mods.exists = true,
             Modifier::Windash => mods.windash = true,
+            Modifier::Wide(w) => {
+                if mods.base64.is_some() {
+                    return Err(ItemError::ModifierOrder {
+                        first: name,
+                        then: "base64",
+                    });
+                }
+                if mods.wide.is_some() {
+                    return Err(ItemError::RepeatedModifier(name));
+                }
+                mods.wide = Some(w);
+            }
+            Modifier::Base64 | Modifier::Base64Offset => {
+                if mods.base64.is_some() {
+                    return Err(ItemError::RepeatedModifier(name));
+                }
+                mods.base64 = Some(if m == Modifier::Base64 {
+                    Base64::Plain
+                } else {
+                    Base64::Offset
+                });
+            }
+            Modifier::Cidr => mods.cidr = true,
+            Modifier::Compare(op) => {
+                if let Some(prev) = mods.non_string() {
+                    return Err(ItemError::ConflictingModifiers(prev, name));
+                }
+                mods.compare = Some(op);
+            }
+            Modifier::Neq => mods.negate = true,
+            Modifier::FieldRef => mods.fieldref = true,
+            Modifier::Expand => mods.expand = true,
             Modifier::Contains | Modifier::StartsWith | Modifier::EndsWith => {}
         }
     }
@@ -181,6 +277,44 @@ fn validate(found: &[(&'static str, Modifier)]) -> Result<Modifiers, ItemError> 
         if let Some(other) = clash {
             return Err(ItemError::ConflictingModifiers("exists", other));
         }
+    }
+    let encoding = mods
+        .base64
+        .map(|b| match b {
+            Base64::Plain => "base64",
+            Base64::Offset => "base64offset",
+        })
+        .or_else(|| {
+            found
+                .iter()
+                .find(|(_, m)| matches!(m, Modifier::Wide(_)))
+                .map(|(n, _)| *n)
+        });
+    if let Some(enc) = encoding {
+        // Encoded values are byte strings: a regex, a number or an address
+        // has no meaning after encoding.
+        if let Some(other) = mods.re.map(|_| "re").or(mods.non_string()) {
+            return Err(ItemError::ConflictingModifiers(enc, other));
+        }
+        if mods.windash {
+            return Err(ItemError::ConflictingModifiers(enc, "windash"));
+        }
+    }
+    if let Some(kind) = mods.non_string() {
+        // Addresses and numbers are compared as such; fieldref compares
+        // text and so keeps the anchors and `cased`.
+        let allowed = |n: &str| {
+            n == kind
+                || matches!(n, "neq" | "all")
+                || (kind == "fieldref"
+                    && matches!(n, "contains" | "startswith" | "endswith" | "cased"))
+        };
+        if let Some(other) = found.iter().map(|(n, _)| *n).find(|n| !allowed(n)) {
+            return Err(ItemError::ConflictingModifiers(kind, other));
+        }
+    }
+    if mods.expand && mods.re.is_some() {
+        return Err(ItemError::ConflictingModifiers("expand", "re"));
     }
     Ok(mods)
 }
@@ -221,8 +355,32 @@ mod tests {
         );
         assert_eq!(msg("Image|frobnicate"), "unknown modifier 'frobnicate'");
         assert_eq!(
-            msg("Image|base64offset|contains"),
-            "modifier 'base64offset' is not supported yet"
+            msg("UtcTime|minute"),
+            "modifier 'minute' is not supported yet"
+        );
+        assert_eq!(
+            msg("CommandLine|base64|wide|contains"),
+            "modifier 'wide' must come before 'base64'"
+        );
+        assert_eq!(
+            msg("CommandLine|base64|base64offset"),
+            "modifier 'base64offset' is repeated"
+        );
+        assert_eq!(
+            msg("CommandLine|base64|re"),
+            "modifiers 'base64' and 're' cannot be combined"
+        );
+        assert_eq!(
+            msg("ProcessId|gt|contains"),
+            "modifiers 'gt' and 'contains' cannot be combined"
+        );
+        assert_eq!(
+            msg("ProcessId|gt|lt"),
+            "modifiers 'gt' and 'lt' cannot be combined"
+        );
+        assert_eq!(
+            msg("Ip|cidr|startswith"),
+            "modifiers 'cidr' and 'startswith' cannot be combined"
         );
         assert_eq!(
             msg("Image|startswith|endswith"),

@@ -134,6 +134,68 @@ pub(crate) struct RuleModel {
     pub(crate) detection: Detection,
 }
 
+/// A Sigma filter document (filters specification): extra conditions
+/// ANDed onto the rules it names.
+#[derive(Debug, Clone)]
+pub(crate) struct FilterModel {
+    pub(crate) meta: FilterMeta,
+    /// Rule ids or titles, with where each is written.
+    pub(crate) targets: Vec<(String, Position)>,
+    pub(crate) detection: Detection,
+}
+
+/// What a filter is called and where it is, for reports.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FilterMeta {
+    pub id: Option<String>,
+    pub title: Option<String>,
+    pub source: String,
+    pub position: Position,
+}
+
+/// Reads a filter document: `title`/`id` optional, `filter:` holding
+/// `rules:` (a rule id or title, or a list of them), searches and a
+/// `condition`.
+pub(crate) fn parse_filter(
+    doc: &Node,
+    source: &str,
+) -> Result<FilterModel, (Vec<Located>, Vec<Search>)> {
+    let one = |e: Located| (vec![e], Vec::new());
+    let meta = FilterMeta {
+        id: opt_text(doc, "id").map_err(one)?,
+        title: opt_text(doc, "title").map_err(one)?,
+        source: source.to_owned(),
+        position: doc.pos,
+    };
+    let Some(node) = doc.get("filter") else {
+        return Err(one((doc.pos, RuleError::Missing("filter"))));
+    };
+    let key_pos = doc.key_pos("filter").unwrap_or(node.pos);
+    if node.as_map().is_none() {
+        return Err(one((node.pos, RuleError::FilterNotAMapping)));
+    }
+    let targets: Vec<(String, Position)> = match node.get("rules") {
+        None => return Err(one((key_pos, RuleError::Missing("rules")))),
+        Some(rules) => {
+            let list = text_list(node, "rules").map_err(one)?;
+            let positions: Vec<Position> = match &rules.kind {
+                NodeKind::Seq(items) => items.iter().map(|i| i.pos).collect(),
+                _ => vec![rules.pos],
+            };
+            list.into_iter().zip(positions).collect()
+        }
+    };
+    if targets.is_empty() {
+        return Err(one((key_pos, RuleError::Missing("rules"))));
+    }
+    let detection = detection_body(node, "filter", key_pos)?;
+    Ok(FilterModel {
+        meta,
+        targets,
+        detection,
+    })
+}
+
 /// Title, else id, of a rule document: how errors name it.
 pub(crate) fn label(doc: &Node) -> Option<String> {
     doc.get("title")
@@ -234,17 +296,29 @@ fn detection(doc: &Node) -> Result<Detection, (Vec<Located>, Vec<Search>)> {
     let node = doc
         .get("detection")
         .ok_or_else(|| (vec![(doc.pos, RuleError::Missing("detection"))], Vec::new()))?;
+    let key_pos = doc.key_pos("detection").unwrap_or(node.pos);
+    detection_body(node, "detection", key_pos)
+}
+
+/// The searches and condition of a `detection:` (or a filter's `filter:`)
+/// mapping; `rules` (a filter's targets) is not a search.
+fn detection_body(
+    node: &Node,
+    key: &str,
+    key_pos: Position,
+) -> Result<Detection, (Vec<Located>, Vec<Search>)> {
     let entries = node
         .as_map()
-        .ok_or_else(|| (vec![wrong_type(node, "detection", "a mapping")], Vec::new()))?;
+        .ok_or_else(|| (vec![wrong_type(node, key, "a mapping")], Vec::new()))?;
+    let is_search =
+        |k: &str| !(matches!(k, "condition" | "timeframe") || (key == "filter" && k == "rules"));
     let mut errors = Vec::new();
     let mut searches = Vec::new();
     let mut condition_node = None;
-    for (key, value) in entries {
-        match key.text.as_str() {
+    for (entry_key, value) in entries {
+        match entry_key.text.as_str() {
             "condition" => condition_node = Some(value),
-            // Spec 1.x leftovers, not part of matching.
-            "timeframe" => {}
+            k if !is_search(k) => {}
             name => match search_expr(name, value) {
                 Ok(expr) => searches.push(Search {
                     name: name.to_owned(),
@@ -254,7 +328,6 @@ fn detection(doc: &Node) -> Result<Detection, (Vec<Located>, Vec<Search>)> {
             },
         }
     }
-    let key_pos = doc.key_pos("detection").unwrap_or(node.pos);
     let Some(condition_node) = condition_node else {
         errors.push((key_pos, RuleError::Missing("condition")));
         return Err((errors, searches));
@@ -267,7 +340,7 @@ fn detection(doc: &Node) -> Result<Detection, (Vec<Located>, Vec<Search>)> {
     let names: Vec<&str> = entries
         .iter()
         .map(|(k, _)| k.text.as_str())
-        .filter(|k| !matches!(*k, "condition" | "timeframe"))
+        .filter(|k| is_search(k))
         .collect();
     let condition = match conditions(condition_node, &names) {
         Ok(c) => Some(c),
@@ -458,6 +531,21 @@ fn map_search(
                 continue;
             }
         };
+        if modifiers.all && values.len() < 2 {
+            // pySigma accepts it, but a lone value under `all` is almost
+            // always a list that lost its other entries.
+            errors.push(item_err(value.pos, ItemError::AllWithOneValue));
+            continue;
+        }
+        // pySigma turns null in a list into `field is null or ...`; the
+        // spec reserves null for a whole value, and a list with it is
+        // usually a YAML slip (an empty `- ` entry).
+        if values.len() > 1
+            && let Some((_, pos)) = values.iter().find(|(v, _)| *v == Lit::Null)
+        {
+            errors.push(item_err(*pos, ItemError::NullInList));
+            continue;
+        }
         items.push(Item {
             key: Some(key.text.clone()),
             field,
