@@ -61,7 +61,33 @@ const _: () = assert!(ARGV_MAX.is_power_of_two() && SCRATCH_SIZE.is_power_of_two
 pub mod kind {
     /// An [`super::ExecHeader`] record.
     pub const EXEC: u32 = 1;
+    /// A [`super::TaskRecord`]: a new process (not a thread) was forked.
+    pub const FORK: u32 = 2;
+    /// A [`super::TaskRecord`]: a thread group leader exited.
+    pub const EXIT: u32 = 3;
 }
+
+/// Fork and exit records, for the process table: who created whom, and
+/// when a process is gone. Fixed size.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TaskRecord {
+    /// [`kind::FORK`] or [`kind::EXIT`].
+    pub kind: u32,
+    /// Fork: the new process's tgid. Exit: the exiting tgid.
+    pub tgid: u32,
+    /// Fork: the creator's tgid (`current` at fork, not `real_parent`,
+    /// which `CLONE_PARENT` changes). Exit: 0.
+    pub creator: u32,
+    pub _pad: u32,
+    /// Fork: the child's `start_boottime`. Exit: 0.
+    pub start_boottime: u64,
+    /// `bpf_ktime_get_boot_ns()` at the tracepoint.
+    pub boot_ns: u64,
+}
+
+/// Size of [`TaskRecord`] on the wire.
+pub const TASK_RECORD_SIZE: usize = size_of::<TaskRecord>();
 
 /// Bits of [`ExecHeader::flags`].
 pub mod flags {
@@ -178,6 +204,7 @@ pub struct Offsets {
     pub mount_mnt_mountpoint: u32,
     pub vfsmount_mnt_root: u32,
     pub fs_pwd: u32,
+    pub task_pid: u32,
     /// Offsets of `filename`'s `__data_loc` word and of `old_pid` in the
     /// classic `sched/sched_process_exec` tracepoint record (from its
     /// `format` file in tracefs).
@@ -192,4 +219,6 @@ mod user {
     unsafe impl aya::Pod for super::Offsets {}
     unsafe impl bytemuck::Zeroable for super::ExecHeader {}
     unsafe impl bytemuck::Pod for super::ExecHeader {}
+    unsafe impl bytemuck::Zeroable for super::TaskRecord {}
+    unsafe impl bytemuck::Pod for super::TaskRecord {}
 }

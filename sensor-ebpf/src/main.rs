@@ -42,7 +42,7 @@ use aya_ebpf::{
 };
 use sensor_common::{
     ARGV_MAX, COMM_LEN, EXEC_HEADER_SIZE, ExecHeader, NAME_MAX, NO_OFFSET, Offsets, PATH_DEPTH_MAX,
-    PATH_MAX, SCRATCH_SIZE, STRINGS_MASK, flags, kind,
+    PATH_MAX, SCRATCH_SIZE, STRINGS_MASK, TaskRecord, flags, kind,
 };
 
 /// Kernel struct offsets, patched by user space before load.
@@ -388,6 +388,55 @@ pub fn sched_process_exec_tp(ctx: TracePointContext) -> i32 {
     if capture(&src).is_none() {
         count_lost();
     }
+    0
+}
+
+/// Sends a fork or exit record; counts a loss when the ring is full.
+#[inline(always)]
+fn task_record(kind: u32, tgid: u32, creator: u32, start_boottime: u64) {
+    let rec = TaskRecord {
+        kind,
+        tgid,
+        creator,
+        _pad: 0,
+        start_boottime,
+        // SAFETY: plain helper call.
+        boot_ns: unsafe { bpf_ktime_get_boot_ns() },
+    };
+    if EVENTS.output::<TaskRecord>(&rec, 0).is_err() {
+        count_lost();
+    }
+}
+
+/// New processes, for the process table's creator links. Threads (child
+/// pid != child tgid) are skipped: they share their process's entry.
+#[btf_tracepoint(function = "sched_process_fork")]
+pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
+    // TP_PROTO(struct task_struct *parent, struct task_struct *child)
+    let child: *const u8 = ctx.arg(1);
+    let pid = read::<u32>(child, off!(task_pid)).unwrap_or(0);
+    let tgid = read::<u32>(child, off!(task_tgid)).unwrap_or(0);
+    if pid == 0 || pid != tgid {
+        return 0;
+    }
+    let creator = (unsafe { bpf_get_current_pid_tgid() } >> 32) as u32;
+    let start = read::<u64>(child, off!(task_start_boottime)).unwrap_or(0);
+    task_record(kind::FORK, tgid, creator, start);
+    0
+}
+
+/// Process exits, so the table can forget them after a grace period. Only
+/// the thread group leader's exit is reported.
+#[btf_tracepoint(function = "sched_process_exit")]
+pub fn sched_process_exit(ctx: BtfTracePointContext) -> i32 {
+    // TP_PROTO(struct task_struct *p) (6.x adds a bool group_dead)
+    let task: *const u8 = ctx.arg(0);
+    let pid = read::<u32>(task, off!(task_pid)).unwrap_or(0);
+    let tgid = read::<u32>(task, off!(task_tgid)).unwrap_or(0);
+    if pid == 0 || pid != tgid {
+        return 0;
+    }
+    task_record(kind::EXIT, tgid, 0, 0);
     0
 }
 

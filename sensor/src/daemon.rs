@@ -12,7 +12,7 @@ use serde::Serialize;
 use tracing::{error, info, warn};
 
 use crate::{
-    capture::{self, ExecRecord, Sensor},
+    capture::{self, ExecRecord, Record, Sensor},
     cli::RuleSources,
     engine::{Alert, Engine, Hit},
     process::{Enricher, ProcessCreate, Table, table},
@@ -61,10 +61,31 @@ impl Pipeline {
         &self.enricher.hostname
     }
 
+    /// Applies one record: forks and exits update the process table; an
+    /// exec gives its event and alerts.
+    pub fn handle(&mut self, rec: &Record) -> Option<(ProcessCreate, Vec<Alert>)> {
+        match *rec {
+            Record::Exec(ref exec) => Some(self.exec(exec)),
+            Record::Fork {
+                tgid,
+                creator,
+                start_boottime,
+            } => {
+                self.enricher
+                    .fork(&mut self.table, tgid, creator, start_boottime);
+                None
+            }
+            Record::Exit { tgid, boot_ns } => {
+                self.table.exit(tgid, boot_ns);
+                None
+            }
+        }
+    }
+
     /// Enriches `rec`, updates the process table, and evaluates the rules.
     /// The alert vector is empty (and unallocated) for the common case of no
     /// hit.
-    pub fn handle(&mut self, rec: &ExecRecord) -> (ProcessCreate, Vec<Alert>) {
+    pub fn exec(&mut self, rec: &ExecRecord) -> (ProcessCreate, Vec<Alert>) {
         let event = self.enricher.process_create(rec, &mut self.table);
         self.hits.clear();
         self.engine
@@ -177,13 +198,15 @@ struct Stats {
 
 fn process(
     pipeline: &mut Pipeline,
-    records: &mut Vec<ExecRecord>,
+    records: &mut Vec<Record>,
     sink: &mut JsonLines,
     config: &Config,
     stats: &mut Stats,
 ) -> anyhow::Result<()> {
     for rec in records.drain(..) {
-        let (event, alerts) = pipeline.handle(&rec);
+        let Some((event, alerts)) = pipeline.handle(&rec) else {
+            continue;
+        };
         stats.events += 1;
         if config.all_events {
             sink.write(&EventLine {

@@ -214,3 +214,56 @@ fn the_classic_tracepoint_fallback_also_catches_the_stop() {
     assert_eq!(e.command_line, format!("{} stop kesl", systemctl.display()));
     assert_eq!(rule_ids(&mine[0].alerts), vec![KESL_RULE]);
 }
+
+#[test]
+fn a_subshells_exec_has_the_shell_as_parent_image() {
+    if !ebpf_allowed("subshell_parent") {
+        return;
+    }
+    let mut h = Harness::start(&Options::default());
+    let marker = format!("subshell-{}", std::process::id());
+    // `( ...; /bin/true X )` forks a subshell that never execs itself; the
+    // `:` keeps bash from exec'ing /bin/true in place of the subshell.
+    let script = format!("( /bin/true {marker}; : ); :");
+    let bash_pid = run(Command::new("/bin/bash").args(["-c", &script]));
+    let seen = h.collect();
+    let bash = std::fs::canonicalize("/bin/bash").expect("bash");
+    let child = seen
+        .iter()
+        .find(|s| s.event.argv.last() == Some(&marker))
+        .expect("the subshell's exec was seen");
+    let e = &child.event;
+    assert_ne!(e.parent_process_id, bash_pid, "the parent is the subshell");
+    assert_eq!(e.parent_image.as_deref(), bash.to_str());
+    assert_eq!(
+        e.parent_command_line.as_deref(),
+        Some(format!("/bin/bash -c {script}").as_str())
+    );
+}
+
+#[test]
+fn an_orphans_exec_keeps_its_creator_as_parent() {
+    if !ebpf_allowed("reparented") {
+        return;
+    }
+    let mut h = Harness::start(&Options::default());
+    let marker = format!("orphan-{}", std::process::id());
+    // The subshell outlives sh, is re-parented by the kernel, then execs.
+    let script = format!("(sleep 0.3; exec /bin/true {marker}) & exit 0");
+    let sh_pid = run(Command::new("/bin/sh").args(["-c", &script]));
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    let seen = h.collect();
+    let orphan = seen
+        .iter()
+        .find(|s| s.event.argv.last() == Some(&marker))
+        .expect("the orphan's exec was seen");
+    let e = &orphan.event;
+    let sh = std::fs::canonicalize("/bin/sh").expect("sh");
+    assert_eq!(e.parent_process_id, sh_pid, "creator, not the new parent");
+    assert_eq!(e.parent_image.as_deref(), sh.to_str());
+    assert!(
+        e.kernel_parent_process_id.is_some_and(|p| p != sh_pid),
+        "the kernel's parent after re-parenting is reported too: {:?}",
+        e.kernel_parent_process_id
+    );
+}

@@ -24,7 +24,7 @@ use aya::{
 use tokio::io::unix::AsyncFd;
 use tracing::{debug, info, warn};
 
-pub use record::{DecodeError, ExecRecord};
+pub use record::{DecodeError, ExecRecord, Record};
 
 /// The eBPF object built by `build.rs` from `sensor-ebpf`.
 static PROGRAM: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sensor"));
@@ -157,7 +157,7 @@ impl Sensor {
 
     /// Waits until the ring buffer has records, then appends up to `max`
     /// decoded records to `out`. Returns how many were appended.
-    pub async fn read(&mut self, out: &mut Vec<ExecRecord>, max: usize) -> io::Result<usize> {
+    pub async fn read(&mut self, out: &mut Vec<Record>, max: usize) -> io::Result<usize> {
         loop {
             let mut guard = self.ring.readable_mut().await?;
             let n = drain(guard.get_inner_mut(), out, max, &mut self.decode_errors);
@@ -171,7 +171,7 @@ impl Sensor {
 
     /// Appends whatever records are ready now, without waiting (shutdown
     /// drain).
-    pub fn drain_now(&mut self, out: &mut Vec<ExecRecord>) -> usize {
+    pub fn drain_now(&mut self, out: &mut Vec<Record>) -> usize {
         drain(
             self.ring.get_mut(),
             out,
@@ -194,7 +194,7 @@ impl Sensor {
 
 fn drain(
     ring: &mut RingBuf<MapData>,
-    out: &mut Vec<ExecRecord>,
+    out: &mut Vec<Record>,
     max: usize,
     errors: &mut u64,
 ) -> usize {
@@ -221,8 +221,21 @@ fn attach(ebpf: &mut Ebpf, force_tracepoint: bool) -> Result<Hook, CaptureError>
     let btf_error = if force_tracepoint {
         ProgramError::UnexpectedProgramType
     } else {
-        match attach_btf(ebpf, BTF_PROG) {
-            Ok(()) => return Ok(Hook::BtfTracepoint),
+        match attach_btf(ebpf, BTF_PROG, "sched_process_exec") {
+            Ok(()) => {
+                // Fork and exit records feed the process table's creator
+                // links; without them parents come from the kernel's
+                // real_parent and dead entries are pruned against /proc.
+                for (prog, tp) in [
+                    ("sched_process_fork", "sched_process_fork"),
+                    ("sched_process_exit", "sched_process_exit"),
+                ] {
+                    if let Err(e) = attach_btf(ebpf, prog, tp) {
+                        warn!(error = %e, "tp_btf/{tp} refused; no fork/exit tracking");
+                    }
+                }
+                return Ok(Hook::BtfTracepoint);
+            }
             Err(e) => {
                 warn!(error = %e, "tp_btf/sched_process_exec refused; using the classic tracepoint");
                 e
@@ -235,17 +248,8 @@ fn attach(ebpf: &mut Ebpf, force_tracepoint: bool) -> Result<Hook, CaptureError>
         .ok_or(CaptureError::MissingProgram(TP_PROG))?
         .try_into()
         .map_err(|e| CaptureError::Program(TP_PROG, e))?;
-    let mut attempts = 0;
-    let attached = loop {
-        match tp.load() {
-            Err(ProgramError::LoadError { io_error, .. })
-                if io_error.kind() == io::ErrorKind::WouldBlock && attempts < 5 =>
-            {
-                attempts += 1;
-            }
-            other => break other.and_then(|()| tp.attach("sched", "sched_process_exec")),
-        }
-    };
+    let attached =
+        retry_interrupted(|| tp.load()).and_then(|()| tp.attach("sched", "sched_process_exec"));
     match attached {
         Ok(_) => Ok(Hook::Tracepoint),
         Err(classic) => Err(CaptureError::Attach {
@@ -256,27 +260,38 @@ fn attach(ebpf: &mut Ebpf, force_tracepoint: bool) -> Result<Hook, CaptureError>
     }
 }
 
-fn attach_btf(ebpf: &mut Ebpf, name: &'static str) -> Result<(), ProgramError> {
+fn attach_btf(ebpf: &mut Ebpf, name: &str, tracepoint: &str) -> Result<(), ProgramError> {
     let btf = aya::Btf::from_sys_fs()?;
     let prog: &mut BtfTracePoint = ebpf
         .program_mut(name)
         .ok_or(ProgramError::UnexpectedProgramType)?
         .try_into()?;
-    // The verifier gives up with EAGAIN when a signal arrives while it works
-    // (a child exiting, in a busy test process); that is worth a retry.
-    let mut attempts = 0;
-    loop {
-        match prog.load("sched_process_exec", &btf) {
-            Err(ProgramError::LoadError { io_error, .. })
-                if io_error.kind() == io::ErrorKind::WouldBlock && attempts < 5 =>
-            {
-                attempts += 1;
-            }
-            other => break other?,
-        }
-    }
+    retry_interrupted(|| prog.load(tracepoint, &btf))?;
     prog.attach()?;
     Ok(())
+}
+
+/// The verifier abandons a load with EAGAIN when a signal is pending for
+/// the loading thread (its main loop checks `signal_pending`), which a busy
+/// process sees often while a large program verifies. Retried a bounded
+/// number of times with a short pause.
+fn retry_interrupted(
+    mut load: impl FnMut() -> Result<(), ProgramError>,
+) -> Result<(), ProgramError> {
+    const ATTEMPTS: u32 = 50;
+    let mut attempt = 1;
+    loop {
+        match load() {
+            Err(ProgramError::LoadError { io_error, .. })
+                if io_error.kind() == io::ErrorKind::WouldBlock && attempt < ATTEMPTS =>
+            {
+                debug!(attempt, "verifier interrupted (EAGAIN); retrying");
+                attempt += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Classic tracepoints attach through tracefs. Hosts that boot without it

@@ -46,6 +46,7 @@ pub fn from_btf(btf: &Btf, tracepoint: TracepointLayout) -> Result<Offsets, BtfE
         mount_mnt_mountpoint: at("mount", "mnt_mountpoint")?,
         vfsmount_mnt_root: at("vfsmount", "mnt_root")?,
         fs_pwd: at("fs_struct", "pwd")?,
+        task_pid: at("task_struct", "pid")?,
         tp_filename_loc: tracepoint.filename_loc,
         tp_old_pid: tracepoint.old_pid,
     })

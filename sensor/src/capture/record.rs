@@ -5,8 +5,24 @@
 //! untrusted bytes: every length is checked against the buffer, and a record
 //! that does not add up is an error, never a panic or an out-of-bounds read.
 
-use sensor_common::{EXEC_HEADER_SIZE, ExecHeader, flags, kind};
+use sensor_common::{EXEC_HEADER_SIZE, ExecHeader, TASK_RECORD_SIZE, TaskRecord, flags, kind};
 use thiserror::Error;
+
+/// One ring-buffer record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    /// Boxed: an exec record is ~200 bytes of owned buffers' headers, the
+    /// others 16, and most records in a storm are forks and exits.
+    Exec(Box<ExecRecord>),
+    /// A new process (not a thread): `tgid` was forked by `creator`.
+    Fork {
+        tgid: u32,
+        creator: u32,
+        start_boottime: u64,
+    },
+    /// The thread group `tgid` ended.
+    Exit { tgid: u32, boot_ns: u64 },
+}
 
 /// One exec as the kernel saw it, before any enrichment.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -53,7 +69,7 @@ impl ExecRecord {
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum DecodeError {
-    #[error("record of {0} bytes is shorter than the {EXEC_HEADER_SIZE}-byte exec header")]
+    #[error("record of {0} bytes is shorter than its header")]
     Short(usize),
     #[error("unknown record kind {0}")]
     Kind(u32),
@@ -62,7 +78,37 @@ pub enum DecodeError {
 }
 
 /// Decodes one ring-buffer record.
-pub fn decode(bytes: &[u8]) -> Result<ExecRecord, DecodeError> {
+pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
+    let kind = bytes
+        .get(..4)
+        .map(|k| u32::from_ne_bytes([k[0], k[1], k[2], k[3]]))
+        .ok_or(DecodeError::Short(bytes.len()))?;
+    match kind {
+        kind::EXEC => decode_exec(bytes).map(|r| Record::Exec(Box::new(r))),
+        kind::FORK | kind::EXIT => {
+            let raw = bytes
+                .get(..TASK_RECORD_SIZE)
+                .ok_or(DecodeError::Short(bytes.len()))?;
+            let t: TaskRecord = bytemuck::pod_read_unaligned(raw);
+            Ok(if kind == kind::FORK {
+                Record::Fork {
+                    tgid: t.tgid,
+                    creator: t.creator,
+                    start_boottime: t.start_boottime,
+                }
+            } else {
+                Record::Exit {
+                    tgid: t.tgid,
+                    boot_ns: t.boot_ns,
+                }
+            })
+        }
+        other => Err(DecodeError::Kind(other)),
+    }
+}
+
+/// Decodes an exec record.
+pub fn decode_exec(bytes: &[u8]) -> Result<ExecRecord, DecodeError> {
     let header = bytes
         .get(..EXEC_HEADER_SIZE)
         .ok_or(DecodeError::Short(bytes.len()))?;
@@ -204,7 +250,7 @@ mod tests {
             argv_true_len: 31,
             ..Default::default()
         };
-        let r = decode(&record(h, &kesl())).expect("valid record");
+        let r = decode_exec(&record(h, &kesl())).expect("valid record");
         assert_eq!(r.tgid, 42);
         assert_eq!(r.exe, b"/usr/bin/dash");
         assert_eq!(r.cwd, b"/root");
@@ -225,12 +271,48 @@ mod tests {
     }
 
     #[test]
+    fn decodes_fork_and_exit_records() {
+        let fork = TaskRecord {
+            kind: kind::FORK,
+            tgid: 20,
+            creator: 10,
+            start_boottime: 5,
+            ..Default::default()
+        };
+        assert_eq!(
+            decode(bytemuck::bytes_of(&fork)),
+            Ok(Record::Fork {
+                tgid: 20,
+                creator: 10,
+                start_boottime: 5
+            })
+        );
+        let exit = TaskRecord {
+            kind: kind::EXIT,
+            tgid: 20,
+            boot_ns: 9,
+            ..Default::default()
+        };
+        assert_eq!(
+            decode(bytemuck::bytes_of(&exit)),
+            Ok(Record::Exit {
+                tgid: 20,
+                boot_ns: 9
+            })
+        );
+        assert_eq!(
+            decode(&bytemuck::bytes_of(&exit)[..8]),
+            Err(DecodeError::Short(8))
+        );
+    }
+
+    #[test]
     fn keeps_empty_arguments() {
         let s = Sections {
             argv: b"printf\0\0b\0",
             ..kesl()
         };
-        let r = decode(&record(ExecHeader::default(), &s)).expect("valid record");
+        let r = decode_exec(&record(ExecHeader::default(), &s)).expect("valid record");
         assert_eq!(r.argv, vec![b"printf".to_vec(), Vec::new(), b"b".to_vec()]);
     }
 
@@ -240,7 +322,7 @@ mod tests {
             argv: b"",
             ..kesl()
         };
-        let r = decode(&record(ExecHeader::default(), &s)).expect("valid record");
+        let r = decode_exec(&record(ExecHeader::default(), &s)).expect("valid record");
         assert!(r.argv.is_empty());
     }
 
@@ -255,7 +337,7 @@ mod tests {
             argv: b"echo\0aaaa",
             ..kesl()
         };
-        let r = decode(&record(h, &s)).expect("valid record");
+        let r = decode_exec(&record(h, &s)).expect("valid record");
         assert_eq!(r.argv, vec![b"echo".to_vec(), b"aaaa".to_vec()]);
         assert!(r.argv_truncated());
         assert_eq!(r.argv_true_len, 200_000);
@@ -268,7 +350,7 @@ mod tests {
             exe: b"\xc3(\0tmp\0",
             ..kesl()
         };
-        let r = decode(&record(ExecHeader::default(), &s)).expect("valid record");
+        let r = decode_exec(&record(ExecHeader::default(), &s)).expect("valid record");
         assert_eq!(r.argv[1], b"\xff\xfe\n");
         assert_eq!(r.exe, b"/tmp/\xc3(");
     }
@@ -276,18 +358,19 @@ mod tests {
     #[test]
     fn root_exe_and_empty_walk() {
         let s = Sections { exe: b"", ..kesl() };
-        let r = decode(&record(ExecHeader::default(), &s)).expect("valid record");
+        let r = decode_exec(&record(ExecHeader::default(), &s)).expect("valid record");
         assert_eq!(r.exe, b"/");
     }
 
     #[test]
     fn short_and_inconsistent_records_are_errors() {
-        assert_eq!(decode(&[0; 10]), Err(DecodeError::Short(10)));
+        assert_eq!(decode(&[0; 3]), Err(DecodeError::Short(3)));
+        assert_eq!(decode_exec(&[1, 0, 0, 0, 0]), Err(DecodeError::Short(5)));
         let mut bytes = record(ExecHeader::default(), &kesl());
         bytes.pop();
         let have = bytes.len();
         assert_eq!(
-            decode(&bytes),
+            decode_exec(&bytes),
             Err(DecodeError::Sections {
                 want: have + 1,
                 have
@@ -304,7 +387,7 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(
-            decode(bytemuck::bytes_of(&h)),
+            decode_exec(bytemuck::bytes_of(&h)),
             Err(DecodeError::Sections { .. })
         ));
     }

@@ -24,6 +24,10 @@ pub struct ProcessCreate {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parent_process_guid: Option<String>,
     pub parent_process_id: u32,
+    /// The kernel's `real_parent` at exec, when it differs from the
+    /// creator (re-parenting after the creator exited, `CLONE_PARENT`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_parent_process_id: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parent_image: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -64,7 +68,13 @@ pub(super) fn build(enricher: &mut Enricher, rec: &ExecRecord, table: &Table) ->
         (None, None)
     };
     let argv: Vec<String> = rec.argv.iter().map(|a| lossy(a)).collect();
-    let parent = table.get(rec.ppid);
+    // The creator (from fork tracking) is the parent, even when it has
+    // exited and the kernel re-parented the child to init or a subreaper.
+    let ppid = table
+        .get(rec.tgid)
+        .and_then(|p| p.creator)
+        .unwrap_or(rec.ppid);
+    let parent = table.get(ppid);
     let user = enricher.users.name(rec.uid);
     ProcessCreate {
         utc_time: enricher.utc_time(rec.boot_ns),
@@ -77,7 +87,8 @@ pub(super) fn build(enricher: &mut Enricher, rec: &ExecRecord, table: &Table) ->
         logon_id: rec.uid,
         terminal_session_id: rec.sessionid,
         parent_process_guid: parent.map(|p| p.guid.clone()),
-        parent_process_id: rec.ppid,
+        parent_process_id: ppid,
+        kernel_parent_process_id: (ppid != rec.ppid).then_some(rec.ppid),
         parent_image: parent.map(|p| p.image.clone()),
         parent_command_line: parent.map(|p| p.command_line.clone()),
         parent_user: parent.map(|p| p.user.to_string()),
@@ -145,6 +156,7 @@ impl sigma::Event for ProcessCreate {
             "ProcessId" => int(self.process_id),
             "ProcessGuid" => s(&self.process_guid),
             "ParentProcessId" => int(self.parent_process_id),
+            "KernelParentProcessId" => self.kernel_parent_process_id.and_then(int),
             "ParentProcessGuid" => opt(&self.parent_process_guid),
             "ParentImage" => opt(&self.parent_image),
             "ParentCommandLine" => opt(&self.parent_command_line),

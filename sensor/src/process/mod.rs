@@ -70,6 +70,11 @@ impl Enricher {
             .unwrap_or_default()
     }
 
+    /// Applies a fork record to `table`.
+    pub fn fork(&mut self, table: &mut Table, tgid: u32, creator: u32, start_boottime: u64) {
+        table.fork(tgid, creator, self.guid(tgid, start_boottime));
+    }
+
     /// Builds the event for `rec` and records the new image in `table`.
     pub fn process_create(&mut self, rec: &ExecRecord, table: &mut Table) -> ProcessCreate {
         let event = event::build(self, rec, table);

@@ -5,12 +5,20 @@
 //!
 //! Seeded from `/proc` after the sensor attaches (so nothing that execs
 //! in between is missed: its record waits in the ring buffer), then
-//! updated by every exec record. Without exit tracking, entries of dead
-//! processes are pruned against `/proc` whenever the table outgrows its
-//! bound; that costs one `stat` per entry, once per `max / 2` new
-//! entries.
+//! updated from the kernel: a fork copies the creator's entry (a subshell
+//! runs its parent's image until it execs) and remembers the creator; an
+//! exec replaces the image; an exit marks the entry and it is evicted
+//! [`EXIT_GRACE_NS`] later, so a child exec'd just after its parent died
+//! still finds it. Where fork/exit records are unavailable (classic
+//! tracepoint fallback), dead entries are pruned against `/proc` whenever
+//! the table outgrows its bound.
 
-use std::{collections::HashMap, fs, path::Path, sync::Arc};
+use std::{
+    collections::{HashMap, VecDeque},
+    fs,
+    path::Path,
+    sync::Arc,
+};
 
 use super::{Enricher, ProcessCreate};
 
@@ -22,6 +30,11 @@ pub struct Proc {
     pub uid: u32,
     pub user: Arc<str>,
     pub guid: String,
+    /// The process that forked this one, from a fork record; `None` for
+    /// processes seeded from /proc.
+    pub creator: Option<u32>,
+    /// Kernel boot-clock time of the exit, once the process has exited.
+    pub exited_ns: Option<u64>,
 }
 
 impl Proc {
@@ -32,6 +45,8 @@ impl Proc {
             uid,
             user: event.user.as_str().into(),
             guid: event.process_guid.clone(),
+            creator: None,
+            exited_ns: None,
         }
     }
 }
@@ -39,7 +54,12 @@ impl Proc {
 pub struct Table {
     procs: HashMap<u32, Proc>,
     max: usize,
+    /// Exited processes in exit order: (pid, exit time, guid).
+    exited: VecDeque<(u32, u64, String)>,
 }
+
+/// How long an exited process stays in the table (kernel boot clock).
+pub const EXIT_GRACE_NS: u64 = 5_000_000_000;
 
 /// Default bound: well above the pid count of a busy host (pid_max is
 /// 4 million on 64-bit, but live processes rarely pass tens of thousands).
@@ -50,6 +70,7 @@ impl Table {
         Table {
             procs: HashMap::new(),
             max: max.max(16),
+            exited: VecDeque::new(),
         }
     }
 
@@ -87,8 +108,54 @@ impl Table {
         self.procs.is_empty()
     }
 
-    /// Records that `pid` now runs `proc`.
-    pub fn exec(&mut self, pid: u32, proc: Proc) {
+    /// `creator` forked `child`: the child runs the creator's image until
+    /// it execs. Unknown creators leave the child unknown.
+    pub fn fork(&mut self, child: u32, creator: u32, guid: String) {
+        let Some(parent) = self.procs.get(&creator) else {
+            return;
+        };
+        let proc = Proc {
+            guid,
+            creator: Some(creator),
+            exited_ns: None,
+            ..parent.clone()
+        };
+        self.insert(child, proc);
+    }
+
+    /// `pid` exited at `now_ns`; entries that exited more than
+    /// [`EXIT_GRACE_NS`] before `now_ns` are evicted.
+    pub fn exit(&mut self, pid: u32, now_ns: u64) {
+        if let Some(proc) = self.procs.get_mut(&pid) {
+            proc.exited_ns = Some(now_ns);
+            self.exited.push_back((pid, now_ns, proc.guid.clone()));
+        }
+        while let Some((pid, at, guid)) = self.exited.front() {
+            if now_ns.saturating_sub(*at) < EXIT_GRACE_NS {
+                break;
+            }
+            // Evict only the same process life: the pid may have been
+            // reused by a newer fork since.
+            if self
+                .procs
+                .get(pid)
+                .is_some_and(|p| p.guid == *guid && p.exited_ns.is_some())
+            {
+                self.procs.remove(pid);
+            }
+            self.exited.pop_front();
+        }
+    }
+
+    /// Records that `pid` now runs `proc`, keeping what the fork told us.
+    pub fn exec(&mut self, pid: u32, mut proc: Proc) {
+        if let Some(old) = self.procs.get(&pid) {
+            proc.creator = old.creator;
+        }
+        self.insert(pid, proc);
+    }
+
+    fn insert(&mut self, pid: u32, proc: Proc) {
         self.procs.insert(pid, proc);
         if self.procs.len() > self.max {
             self.procs
@@ -126,6 +193,8 @@ fn read_proc(enricher: &mut Enricher, dir: &Path, pid: u32) -> Option<Proc> {
         uid,
         user: enricher.users.name(uid),
         guid: enricher.guid(pid, start_ticks * ns_per_tick),
+        creator: None,
+        exited_ns: None,
     })
 }
 
@@ -144,6 +213,56 @@ mod tests {
     fn start_ticks_survives_hostile_comm() {
         let stat = "42 (a) b) (c) S 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 123456 1000 10";
         assert_eq!(start_ticks(stat), Some(123456));
+    }
+
+    fn proc(image: &str, guid: &str) -> Proc {
+        Proc {
+            image: image.into(),
+            command_line: image.into(),
+            uid: 0,
+            user: "root".into(),
+            guid: guid.into(),
+            creator: None,
+            exited_ns: None,
+        }
+    }
+
+    #[test]
+    fn a_forked_child_carries_its_creators_image_until_it_execs() {
+        let mut t = Table::new(100);
+        t.exec(10, proc("/usr/bin/bash", "g10"));
+        t.fork(11, 10, "g11".into());
+        let child = t.get(11).expect("child known");
+        assert_eq!(child.image, "/usr/bin/bash");
+        assert_eq!(child.creator, Some(10));
+        assert_eq!(child.guid, "g11");
+        t.exec(11, proc("/usr/bin/true", "g11"));
+        let child = t.get(11).expect("child known");
+        assert_eq!(child.image, "/usr/bin/true");
+        assert_eq!(child.creator, Some(10), "exec keeps the creator");
+    }
+
+    #[test]
+    fn exited_processes_stay_for_the_grace_period_then_go() {
+        let mut t = Table::new(100);
+        t.exec(10, proc("/usr/bin/bash", "g10"));
+        t.exec(20, proc("/usr/bin/sleep", "g20"));
+        t.exit(10, 1_000);
+        assert!(t.get(10).is_some(), "still there within the grace period");
+        t.exit(20, 1_000 + EXIT_GRACE_NS);
+        assert!(t.get(10).is_none(), "evicted after the grace period");
+        assert!(t.get(20).is_some());
+    }
+
+    #[test]
+    fn eviction_spares_a_reused_pid() {
+        let mut t = Table::new(100);
+        t.exec(1, proc("/sbin/init", "g1"));
+        t.exec(10, proc("/usr/bin/bash", "old"));
+        t.exit(10, 0);
+        t.fork(10, 1, "new".into());
+        t.exit(99, EXIT_GRACE_NS * 2);
+        assert_eq!(t.get(10).map(|p| p.guid.as_str()), Some("new"));
     }
 
     #[test]

@@ -100,7 +100,9 @@ impl Harness {
             read.expect("marker exec not seen within 20 s")
                 .expect("ring buffer read");
             for rec in records.drain(..) {
-                let (event, alerts) = self.pipeline.handle(&rec);
+                let Some((event, alerts)) = self.pipeline.handle(&rec) else {
+                    continue;
+                };
                 let done = event.argv.last().is_some_and(|a| *a == marker);
                 seen.push(Seen { event, alerts });
                 if done {
