@@ -116,6 +116,11 @@ pub(crate) enum ValueMatcher {
     Str(StrMatcher),
     /// Any of these (the three `base64offset` encodings of one value).
     AnyStr(Vec<StrMatcher>),
+    /// A literal of the [`super::literals::LiteralIndex`]: found in this
+    /// event's field by the per-field automaton pass, with its anchor.
+    Lit(super::literals::LitId),
+    /// Any of these literals (`base64offset` after indexing).
+    AnyLit(Vec<super::literals::LitId>),
     /// `cidr`: the field's text is an address inside this network.
     Cidr(Cidr),
     /// `lt`/`lte`/`gt`/`gte`: the field is a number (or its decimal text)

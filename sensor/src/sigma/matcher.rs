@@ -2,8 +2,10 @@
 //!
 //! A [`Scratch`] lives for one `RuleSet::matches` call: it fetches each
 //! field the rules ask for at most once and lowercases its text at most
-//! once, however many rules and values look at it. Nothing here allocates
-//! per value compared except that cache.
+//! once, however many rules and values look at it. [`Scratch::scan`] runs
+//! the literal pass of [`LiteralIndex`] first; rule evaluation then reads
+//! literal results from its bits and compares text only for wildcards,
+//! regexes and the other non-literal values.
 //!
 //! Walks are recursive but shallow by construction: searches are at most a
 //! list of mappings (two levels) and conditions are bounded by
@@ -16,6 +18,10 @@ use super::compile::{
     ValueMatcher, lowercase,
 };
 use super::condition::Cond;
+use aho_corasick::Anchored;
+use aho_corasick::automaton::Automaton;
+
+use super::literals::{Group, LiteralIndex, Scanner};
 use super::modifier::{Anchor, CompareOp};
 use super::{Event, Value};
 
@@ -58,13 +64,50 @@ impl<'e> FieldView<'e> {
     }
 }
 
-/// Per-call cache of the event's fields.
+/// A fixed-size set of small integers.
+#[derive(Debug, Default)]
+pub(crate) struct Bits(Vec<u64>);
+
+impl Bits {
+    pub(crate) fn with_len(n: usize) -> Self {
+        Bits(vec![0; n.div_ceil(64)])
+    }
+
+    pub(crate) fn set(&mut self, i: usize) {
+        if let Some(word) = self.0.get_mut(i / 64) {
+            *word |= 1 << (i % 64);
+        }
+    }
+
+    pub(crate) fn get(&self, i: usize) -> bool {
+        self.0.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+
+    /// The set members in increasing order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        self.0.iter().enumerate().flat_map(|(w, &word)| {
+            let mut rest = word;
+            std::iter::from_fn(move || {
+                if rest == 0 {
+                    return None;
+                }
+                let bit = rest.trailing_zeros() as usize;
+                rest &= rest - 1;
+                Some(w * 64 + bit)
+            })
+        })
+    }
+}
+
+/// Per-call cache of the event's fields and of the literal pass.
 pub(crate) struct Scratch<'e> {
     event: &'e dyn Event,
     names: &'e FieldTable,
     fields: Vec<Option<FieldView<'e>>>,
     /// Every string field, original and lowercased, for keyword searches.
     strings: Option<Vec<(String, String)>>,
+    /// Literals of the index found in this event (see [`Scratch::scan`]).
+    found: Bits,
 }
 
 impl<'e> Scratch<'e> {
@@ -76,12 +119,97 @@ impl<'e> Scratch<'e> {
             names,
             fields,
             strings: None,
+            found: Bits::default(),
         }
     }
 
     fn field(&mut self, id: usize) -> &mut FieldView<'e> {
         let (event, names) = (self.event, self.names);
         self.fields[id].get_or_insert_with(|| FieldView::new(event.field(names.name(id))))
+    }
+
+    /// The literal pass: searches every indexed field with its automata,
+    /// records the literals found where their anchors allow, and returns
+    /// the rules worth evaluating (candidates plus the always-evaluated
+    /// ones), as a set of rule indices.
+    pub(crate) fn scan(&mut self, index: &LiteralIndex) -> Bits {
+        self.found = Bits::with_len(index.literal_count);
+        let mut candidates = Bits::with_len(index.rule_count);
+        for &rule in &index.always {
+            candidates.set(rule);
+        }
+        for scan in &index.scans {
+            let (event, names) = (self.event, self.names);
+            let view = self.fields[scan.field]
+                .get_or_insert_with(|| FieldView::new(event.field(names.name(scan.field))));
+            let Some(text) = view.text_for(scan.cased) else {
+                continue;
+            };
+            let found = &mut self.found;
+            let mut hit = |pattern: usize, end: usize| {
+                for &(lit, anchor) in scan.targets.get(pattern).into_iter().flatten() {
+                    // Start-group matches begin at 0 and end-group ones end
+                    // at the end (anchored searches); only a whole-text
+                    // literal needs one more check.
+                    if (anchor != Anchor::Whole || end == text.len()) && !found.get(lit) {
+                        found.set(lit);
+                        for &rule in index.triggers.get(lit).into_iter().flatten() {
+                            candidates.set(rule);
+                        }
+                    }
+                }
+            };
+            let haystack = text.as_bytes();
+            match &scan.automaton {
+                Scanner::Anywhere(ac) => {
+                    for m in ac.find_overlapping_iter(haystack) {
+                        hit(m.pattern().as_usize(), m.end());
+                    }
+                }
+                Scanner::Anchored(dfa) => {
+                    let Ok(mut sid) = dfa.start_state(Anchored::Yes) else {
+                        continue;
+                    };
+                    // End-group patterns are stored reversed: walk the text
+                    // from its end, without copying it.
+                    let forward = scan.group == Group::Start;
+                    let len = haystack.len();
+                    for i in 0..len {
+                        let byte = haystack[if forward { i } else { len - 1 - i }];
+                        sid = dfa.next_state(Anchored::Yes, sid, byte);
+                        if !dfa.is_special(sid) {
+                            continue;
+                        }
+                        if dfa.is_dead(sid) {
+                            break;
+                        }
+                        for k in 0..dfa.match_len(sid) {
+                            let pattern = dfa.match_pattern(sid, k);
+                            // Only matches that start at the start count.
+                            if dfa.pattern_len(pattern) == i + 1 {
+                                hit(pattern.as_usize(), i + 1);
+                            }
+                        }
+                    }
+                }
+                Scanner::Naive => {
+                    for (pattern, p) in scan.patterns.iter().enumerate() {
+                        let found = match scan.group {
+                            Group::Anywhere => memchr::memmem::find(haystack, p).is_some(),
+                            Group::Start => haystack.starts_with(p),
+                            Group::End => {
+                                haystack.iter().rev().zip(p).all(|(a, b)| a == b)
+                                    && haystack.len() >= p.len()
+                            }
+                        };
+                        if found {
+                            hit(pattern, p.len());
+                        }
+                    }
+                }
+            }
+        }
+        candidates
     }
 
     fn strings(&mut self) -> &[(String, String)] {
@@ -122,14 +250,18 @@ impl ItemMatcher {
     fn is_match(&self, scratch: &mut Scratch<'_>) -> bool {
         match self {
             ItemMatcher::Field { field, test } => {
-                let view = scratch.field(*field);
+                scratch.field(*field);
+                let Scratch { fields, found, .. } = &mut *scratch;
+                let Some(view) = fields[*field].as_mut() else {
+                    return false;
+                };
                 match test {
                     FieldTest::Exists(want) => view.is_null() != *want,
                     FieldTest::Values { values, all: true } => {
-                        values.iter().all(|v| v.is_match(view))
+                        values.iter().all(|v| v.is_match(view, found))
                     }
                     FieldTest::Values { values, all: false } => {
-                        values.iter().any(|v| v.is_match(view))
+                        values.iter().any(|v| v.is_match(view, found))
                     }
                     FieldTest::FieldRef {
                         others,
@@ -178,8 +310,11 @@ impl ItemMatcher {
 }
 
 impl ValueMatcher {
-    fn is_match(&self, view: &mut FieldView<'_>) -> bool {
+    /// `found`: the literals the event's literal pass found.
+    fn is_match(&self, view: &mut FieldView<'_>, found: &Bits) -> bool {
         match self {
+            ValueMatcher::Lit(id) => found.get(*id),
+            ValueMatcher::AnyLit(ids) => ids.iter().any(|id| found.get(*id)),
             ValueMatcher::Null => view.is_null(),
             ValueMatcher::Int(n) => match &view.value {
                 Some(Value::Int(m)) => m == n,

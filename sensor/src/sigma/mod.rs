@@ -14,7 +14,8 @@
 //! | `Field\|mod\|mod` keys: known modifiers, valid combinations, "did you mean" | `modifier.rs` |
 //! | `condition` text -> AST over search indices, nesting-limited | `condition.rs` |
 //! | model -> compiled string predicates (literals, wildcard regexes, `\|re`) | `compile.rs` |
-//! | evaluation over one event with a per-call field cache | `matcher.rs` |
+//! | all literals by field in aho-corasick automata; each rule's required literals | `literals.rs` |
+//! | the per-event literal pass, then evaluation of candidate rules | `matcher.rs` |
 //! | [`LoadError`], [`LoadWarning`] and their messages | `error.rs` |
 //! | behaviour tests: seed rule, SigmaHQ rules, edge cases, pinned errors, pySigma differential | `tests.rs` (data in `sensor/tests/sigma/`) |
 //!
@@ -40,14 +41,21 @@
 //!
 //! # Matching
 //!
-//! Rules are evaluated one by one this round, sharing one per-event cache of
-//! fields and their lowercased text. Literal values stay visible as
-//! literals after compilation so a later pass can put all literals of one
-//! field into one multi-pattern automaton and confirm only candidate rules.
-
+//! Compiled, not interpreted. At load, every field-bound literal of every
+//! rule (exact, prefix, suffix, contains; lowercased unless `|cased`) goes
+//! into per-field aho-corasick automata (`literals.rs`): anchored ones for
+//! whole/prefix and (reversed) suffix literals, an overlapping one for
+//! `contains`. For each rule the index keeps a set of literals one of which
+//! must be found for the rule to match. Per event, each indexed field is
+//! fetched and lowercased once and searched once per automaton; found
+//! literals mark candidate rules, and only candidates (plus the few rules
+//! with no required literal) are evaluated, reading literal results as
+//! bits (`matcher.rs`).
+//!
 mod compile;
 mod condition;
 mod error;
+mod literals;
 mod matcher;
 mod modifier;
 mod rule;
@@ -123,6 +131,8 @@ pub struct RuleSet {
     fields: FieldTable,
     /// Every filter document loaded (whether or not it named a rule).
     filters: Vec<FilterMeta>,
+    /// Literals of all rules by field, and which rules each one triggers.
+    literals: literals::LiteralIndex,
 }
 
 /// Everything a load produced: the rules that compiled, the errors, and
@@ -211,8 +221,9 @@ impl RuleSet {
     /// appended to `out` in rule order.
     pub fn matches(&self, event: &dyn Event, out: &mut Vec<usize>) {
         let mut scratch = Scratch::new(event, &self.fields);
-        for (i, rule) in self.rules.iter().enumerate() {
-            if rule.matcher.is_match(&mut scratch) {
+        let candidates = scratch.scan(&self.literals);
+        for i in candidates.iter() {
+            if self.rules[i].matcher.is_match(&mut scratch) {
                 out.push(i);
             }
         }
@@ -262,6 +273,8 @@ impl Loading {
             }
             self.report.rules.filters.push(filter.meta);
         }
+        let rules = &mut self.report.rules;
+        rules.literals = literals::build(rules.rules.iter_mut().map(|r| &mut r.matcher));
         self.report
     }
 }

@@ -72,7 +72,7 @@ const IMPLEMENTED: &[(&str, Modifier)] = &[
 const NOT_YET: &[&str] = &["minute", "hour", "day", "week", "month", "year"];
 
 /// Where a string value must sit in the field's text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub(crate) enum Anchor {
     /// The whole text (no modifier); wildcards still apply.
     #[default]

@@ -1397,3 +1397,4 @@ fn matches_agree_with_the_pysigma_oracle_on_edge_cases() {
 }
 
 mod spec;
+mod speed;
