@@ -1396,5 +1396,6 @@ fn matches_agree_with_the_pysigma_oracle_on_edge_cases() {
     );
 }
 
+mod differential;
 mod spec;
 mod speed;
