@@ -122,6 +122,24 @@ pub struct Rule {
     matcher: RuleMatcher,
 }
 
+impl Rule {
+    /// `id<TAB>level<TAB>title<TAB>source:line:col` for `sigexec rules
+    /// list`; `-` for a missing id or level. Tabs and newlines inside a
+    /// value become spaces so each rule stays one line of four columns.
+    pub fn list_line(&self) -> String {
+        let clean = |s: &str| s.replace(['\t', '\n', '\r'], " ");
+        let m = &self.meta;
+        format!(
+            "{}\t{}\t{}\t{}:{}",
+            clean(m.id.as_deref().unwrap_or("-")),
+            clean(m.level.as_deref().unwrap_or("-")),
+            clean(&m.title),
+            clean(&m.source),
+            m.position
+        )
+    }
+}
+
 /// A compiled, immutable set of rules. `Send + Sync`: built once per load
 /// (off the event path) and shared behind an `Arc`.
 #[derive(Debug, Default)]

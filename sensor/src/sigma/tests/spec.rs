@@ -492,3 +492,19 @@ fn duplicate_rule_id_is_an_error_and_the_first_rule_stays() {
     assert_eq!(set.len(), 1);
     assert_eq!(set.rules()[0].meta.title, "Shell spawned");
 }
+
+#[test]
+fn list_line_has_id_level_title_and_source() {
+    let (set, errors) = load_sources(&[("rules/a.yml", RULE_A)]);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(
+        set.rules()[0].list_line(),
+        "00000000-0000-0000-0000-00000000000a\t-\tShell spawned\trules/a.yml:1:1"
+    );
+    let with_level = RULE_A.replace("title: Shell spawned", "title: \"Tab\\there\"\nlevel: high");
+    let (set, _) = load_sources(&[("b.yml", &with_level)]);
+    assert_eq!(
+        set.rules()[0].list_line(),
+        "00000000-0000-0000-0000-00000000000a\thigh\tTab here\tb.yml:1:1"
+    );
+}
