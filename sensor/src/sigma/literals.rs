@@ -27,7 +27,7 @@
 use std::collections::HashMap;
 
 use aho_corasick::dfa::DFA;
-use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind, StartKind};
+use aho_corasick::{MatchKind, StartKind};
 
 use super::compile::{
     FieldId, FieldTest, ItemMatcher, RuleMatcher, SearchMatcher, StrKind, StrMatcher, ValueMatcher,
@@ -67,8 +67,10 @@ pub(crate) struct FieldScan {
 /// How one [`FieldScan`] searches.
 #[derive(Debug)]
 pub(crate) enum Scanner {
-    /// Unanchored, overlapping: every occurrence of every pattern.
-    Anywhere(AhoCorasick),
+    /// Unanchored, overlapping: every occurrence of every pattern, walked
+    /// state by state (cheaper per byte than the crate's overlapping
+    /// iterator, which returns to the caller at every match).
+    Anywhere(Box<DFA>),
     /// Anchored at the start of the (possibly reversed) text, walked state
     /// by state: `aho-corasick`'s iterators do not do anchored overlapping
     /// searches, and the walk stops as soon as no pattern can match.
@@ -209,24 +211,19 @@ impl Builder {
             .scans
             .into_iter()
             .map(|scan| {
-                let automaton = if scan.group == Group::Anywhere {
-                    // A DFA is fastest to search; fall back to the crate's
-                    // own choice if the DFA would be too big.
-                    let build = |kind| {
-                        AhoCorasick::builder()
-                            .match_kind(MatchKind::Standard)
-                            .kind(kind)
-                            .build(&scan.patterns)
-                    };
-                    build(Some(AhoCorasickKind::DFA))
-                        .or_else(|_| build(None))
-                        .map_or(Scanner::Naive, Scanner::Anywhere)
+                let start = if scan.group == Group::Anywhere {
+                    StartKind::Unanchored
                 } else {
-                    DFA::builder()
-                        .match_kind(MatchKind::Standard)
-                        .start_kind(StartKind::Anchored)
-                        .build(&scan.patterns)
-                        .map_or(Scanner::Naive, |d| Scanner::Anchored(Box::new(d)))
+                    StartKind::Anchored
+                };
+                let dfa = DFA::builder()
+                    .match_kind(MatchKind::Standard)
+                    .start_kind(start)
+                    .build(&scan.patterns);
+                let automaton = match (dfa, scan.group) {
+                    (Err(_), _) => Scanner::Naive,
+                    (Ok(d), Group::Anywhere) => Scanner::Anywhere(Box::new(d)),
+                    (Ok(d), Group::Start | Group::End) => Scanner::Anchored(Box::new(d)),
                 };
                 FieldScan {
                     field: scan.field,

@@ -161,9 +161,17 @@ impl<'e> Scratch<'e> {
             };
             let haystack = text.as_bytes();
             match &scan.automaton {
-                Scanner::Anywhere(ac) => {
-                    for m in ac.find_overlapping_iter(haystack) {
-                        hit(m.pattern().as_usize(), m.end());
+                Scanner::Anywhere(dfa) => {
+                    let Ok(mut sid) = dfa.start_state(Anchored::No) else {
+                        continue;
+                    };
+                    for (i, &byte) in haystack.iter().enumerate() {
+                        sid = dfa.next_state(Anchored::No, sid, byte);
+                        if dfa.is_special(sid) && dfa.is_match(sid) {
+                            for k in 0..dfa.match_len(sid) {
+                                hit(dfa.match_pattern(sid, k).as_usize(), i + 1);
+                            }
+                        }
                     }
                 }
                 Scanner::Anchored(dfa) => {
