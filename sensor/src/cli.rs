@@ -77,6 +77,9 @@ pub enum RulesCommand {
         #[arg(value_name = "PATH")]
         paths: Vec<PathBuf>,
     },
+    /// Print id, level, title and source of every loaded rule, one per
+    /// line, tab-separated; problems go to stderr (exit 1 if any).
+    List(RuleArgs),
 }
 
 /// Where rules come from, resolved.

@@ -23,6 +23,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run(args),
         Command::Replay(args) => replay_file(args),
         Command::Rules(RulesCommand::Check { paths }) => rules_check(paths),
+        Command::Rules(RulesCommand::List(args)) => rules_list(args.into()),
     };
     match result {
         Ok(code) => code,
@@ -115,6 +116,25 @@ fn rules_check(paths: Vec<std::path::PathBuf>) -> anyhow::Result<ExitCode> {
         problems,
         loaded.warnings.len()
     );
+    Ok(if problems == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn rules_list(sources: RuleSources) -> anyhow::Result<ExitCode> {
+    let loaded = rules::load(sources.bundled, &sources.paths);
+    let problems = report_rule_problems(&loaded);
+    let mut stdout = std::io::stdout().lock();
+    for rule in loaded.rules.rules() {
+        match writeln!(stdout, "{}", rule.list_line()) {
+            Ok(()) => {}
+            // `sigexec rules list | head`: the reader has all it wants.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break,
+            Err(e) => return Err(e).context("writing to stdout"),
+        }
+    }
     Ok(if problems == 0 {
         ExitCode::SUCCESS
     } else {
