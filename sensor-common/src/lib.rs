@@ -109,6 +109,9 @@ pub mod flags {
     pub const FALLBACK: u32 = 1 << 5;
     /// The exe's dentry is unlinked (the file was deleted, or is a memfd).
     pub const EXE_UNLINKED: u32 = 1 << 6;
+    /// The exe is not reachable from any mount tree: a memfd or another
+    /// internal file. The exe path is just its name (`/memfd:NAME`).
+    pub const EXE_DETACHED: u32 = 1 << 7;
 }
 
 /// Fixed part of an exec record. Field order keeps every field naturally
@@ -158,6 +161,10 @@ pub struct ExecHeader {
     pub argv_len: u32,
     /// `arg_end - arg_start`: the real size of argv.
     pub argv_true_len: u32,
+    /// The pid in the process's own pid namespace (equals `tgid` in the
+    /// initial namespace) and that namespace's level (0 = initial).
+    pub ns_pid: u32,
+    pub ns_level: u32,
 }
 
 /// Size of [`ExecHeader`] on the wire.
@@ -205,6 +212,11 @@ pub struct Offsets {
     pub vfsmount_mnt_root: u32,
     pub fs_pwd: u32,
     pub task_pid: u32,
+    pub task_thread_pid: u32,
+    pub pid_level: u32,
+    pub pid_numbers: u32,
+    pub upid_size: u32,
+    pub upid_nr: u32,
     /// Offsets of `filename`'s `__data_loc` word and of `old_pid` in the
     /// classic `sched/sched_process_exec` tracepoint record (from its
     /// `format` file in tracefs).

@@ -159,13 +159,13 @@ fn copy_kstr(buf: *mut u8, off: usize, src: *const u8, truncated: &mut bool) -> 
 /// both paths reach the head in equal states, and verification stays
 /// linear in `PATH_DEPTH_MAX`.
 #[inline(always)]
-fn walk_path(buf: *mut u8, off: usize, path: *const u8, len: *mut u32) -> bool {
+fn walk_path(buf: *mut u8, off: usize, path: *const u8, len: *mut u32) -> Walk {
     // SAFETY: `len` points into the scratch slot's header.
     unsafe { core::ptr::write_volatile(len, 0) };
     let mut dentry = read_ptr(path, off!(path_dentry));
     let mut vfsmnt = read_ptr(path, off!(path_mnt));
     if dentry.is_null() || vfsmnt.is_null() {
-        return false;
+        return Walk::Cut;
     }
     let mount_mnt = off!(mount_mnt);
     let mut mnt = vfsmnt.wrapping_sub(mount_mnt);
@@ -175,37 +175,61 @@ fn walk_path(buf: *mut u8, off: usize, path: *const u8, len: *mut u32) -> bool {
         if dentry == mnt_root || dentry == parent || parent.is_null() {
             if dentry != mnt_root {
                 // A dentry that is its own parent but not a mount root:
-                // detached (lazily unmounted, or an internal mount such as
-                // memfd's). What was walked is all there is.
-                return true;
+                // an internal mount's file (memfd, anonymous inode) or a
+                // lazily unmounted tree. Its own name is all there is
+                // ("memfd:NAME"), as /proc/PID/exe shows it.
+                if !copy_name(buf, off, dentry, len) {
+                    return Walk::Cut;
+                }
+                return Walk::Detached;
             }
             let mnt_parent = read_ptr(mnt, off!(mount_mnt_parent));
             if mnt_parent == mnt || mnt_parent.is_null() {
-                return true;
+                return Walk::Root;
             }
             dentry = read_ptr(mnt, off!(mount_mnt_mountpoint));
             mnt = mnt_parent;
             vfsmnt = mnt.wrapping_add(mount_mnt);
             continue;
         }
-        // SAFETY: as above.
-        let written = unsafe { core::ptr::read_volatile(len) } as usize;
-        if written > PATH_MAX {
-            return false;
+        if !copy_name(buf, off, dentry, len) {
+            return Walk::Cut;
         }
-        let name = read_ptr(dentry, off!(dentry_d_name_name));
-        // SAFETY: masked destination offset + NAME_MAX is inside the slot.
-        let n = unsafe {
-            bpf_probe_read_kernel_str(at(buf, off + written), NAME_MAX as u32, name.cast())
-        };
-        if n <= 0 {
-            return false;
-        }
-        // SAFETY: as above.
-        unsafe { core::ptr::write_volatile(len, (written + n as usize) as u32) };
         dentry = parent;
     }
-    false
+    Walk::Cut
+}
+
+/// How a path walk ended.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Walk {
+    /// Reached the root of the mount tree: the path is complete.
+    Root,
+    /// Ended at a dentry outside any tree (memfd and other internal files).
+    Detached,
+    /// Too deep, too long, or a read failed: leading components missing.
+    Cut,
+}
+
+/// Appends `dentry`'s name and a NUL at `buf + off + *len`, advancing
+/// `*len`. False when the path is already too long or the read fails.
+#[inline(always)]
+fn copy_name(buf: *mut u8, off: usize, dentry: *const u8, len: *mut u32) -> bool {
+    // SAFETY: `len` points into the scratch slot's header.
+    let written = unsafe { core::ptr::read_volatile(len) } as usize;
+    if written > PATH_MAX {
+        return false;
+    }
+    let name = read_ptr(dentry, off!(dentry_d_name_name));
+    // SAFETY: masked destination offset + NAME_MAX is inside the slot.
+    let n =
+        unsafe { bpf_probe_read_kernel_str(at(buf, off + written), NAME_MAX as u32, name.cast()) };
+    if n <= 0 {
+        return false;
+    }
+    // SAFETY: as above.
+    unsafe { core::ptr::write_volatile(len, (written + n as usize) as u32) };
+    true
 }
 
 /// What the two entry points know about the exec.
@@ -255,6 +279,15 @@ fn capture(src: &Source) -> Option<()> {
         h.sessionid = read::<u32>(task, sessionid).unwrap_or(u32::MAX);
     }
     h.start_boottime = read::<u64>(task, off!(task_start_boottime)).unwrap_or(0);
+    // The pid in the task's own pid namespace: thread_pid->numbers[level].
+    let pid = read_ptr(task, off!(task_thread_pid));
+    let level = read::<u32>(pid, off!(pid_level)).unwrap_or(0);
+    h.ns_level = level;
+    h.ns_pid = h.tgid;
+    if level > 0 && level < 32 {
+        let upid = off!(pid_numbers) + level as usize * off!(upid_size);
+        h.ns_pid = read::<u32>(pid, upid + off!(upid_nr)).unwrap_or(h.tgid);
+    }
     // SAFETY: plain helper calls; comm is written into the header.
     unsafe {
         h.boot_ns = bpf_ktime_get_boot_ns();
@@ -276,8 +309,15 @@ fn capture(src: &Source) -> Option<()> {
 
     let f_path = src.file.wrapping_add(off!(file_f_path));
     h.exe_len = 0;
-    if src.file.is_null() || !walk_path(buf, off, f_path, &raw mut h.exe_len) {
+    let walk = if src.file.is_null() {
+        Walk::Cut
+    } else {
+        walk_path(buf, off, f_path, &raw mut h.exe_len)
+    };
+    if walk == Walk::Cut {
         flags |= flags::EXE_TRUNCATED;
+    } else if walk == Walk::Detached {
+        flags |= flags::EXE_DETACHED;
     }
     // SAFETY: written by walk_path through a raw pointer.
     off += unsafe { core::ptr::read_volatile(&raw const h.exe_len) } as usize;
@@ -291,7 +331,9 @@ fn capture(src: &Source) -> Option<()> {
 
     let fs = read_ptr(task, off!(task_fs));
     h.cwd_len = 0;
-    if fs.is_null() || !walk_path(buf, off, fs.wrapping_add(off!(fs_pwd)), &raw mut h.cwd_len) {
+    if fs.is_null()
+        || walk_path(buf, off, fs.wrapping_add(off!(fs_pwd)), &raw mut h.cwd_len) != Walk::Root
+    {
         flags |= flags::CWD_TRUNCATED;
     }
     // SAFETY: as above.

@@ -47,6 +47,11 @@ pub fn from_btf(btf: &Btf, tracepoint: TracepointLayout) -> Result<Offsets, BtfE
         vfsmount_mnt_root: at("vfsmount", "mnt_root")?,
         fs_pwd: at("fs_struct", "pwd")?,
         task_pid: at("task_struct", "pid")?,
+        task_thread_pid: at("task_struct", "thread_pid")?,
+        pid_level: at("pid", "level")?,
+        pid_numbers: at("pid", "numbers")?,
+        upid_size: btf.struct_size("upid")?,
+        upid_nr: at("upid", "nr")?,
         tp_filename_loc: tracepoint.filename_loc,
         tp_old_pid: tracepoint.old_pid,
     })

@@ -59,6 +59,10 @@ pub struct ExecRecord {
     pub argv_true_len: u32,
     /// Bits from `sensor_common::flags`.
     pub flags: u32,
+    /// The pid in the process's own pid namespace, and that namespace's
+    /// depth (0 = the initial namespace, where `ns_pid == tgid`).
+    pub ns_pid: u32,
+    pub ns_level: u32,
 }
 
 impl ExecRecord {
@@ -168,6 +172,8 @@ pub fn decode_exec(bytes: &[u8]) -> Result<ExecRecord, DecodeError> {
         argv,
         argv_true_len: h.argv_true_len,
         flags: h.flags,
+        ns_pid: h.ns_pid,
+        ns_level: h.ns_level,
     })
 }
 

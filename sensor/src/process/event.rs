@@ -5,6 +5,8 @@
 use serde::Serialize;
 
 use super::{Enricher, Table};
+use sensor_common::flags;
+
 use crate::capture::ExecRecord;
 use crate::sigma;
 
@@ -35,7 +37,17 @@ pub struct ProcessCreate {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parent_user: Option<String>,
     // Extensions (not Sysmon).
+    /// The pid inside the process's own pid namespace, when that is not
+    /// the initial one (containers, `unshare -p`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace_process_id: Option<u32>,
+    /// argv as the kernel copied it. An argument that is not valid UTF-8
+    /// is written escaped (`\\` for a backslash, `\xNN` for a byte that
+    /// is not UTF-8) and its index is listed in `ArgvEscaped`; the others
+    /// are verbatim. `CommandLine` replaces invalid bytes with U+FFFD.
     pub argv: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub argv_escaped: Vec<usize>,
     pub image_invoked: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub interpreter: Option<String>,
@@ -43,6 +55,14 @@ pub struct ProcessCreate {
     pub script_path: Option<String>,
     pub command_line_truncated: bool,
     pub command_line_length: u64,
+    /// The executable had no link left at exec (deleted, or a memfd);
+    /// `Image` then ends in ` (deleted)`, as `/proc/PID/exe` shows it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub image_deleted: bool,
+    /// The executable lives on no mount tree (a memfd or other internal
+    /// file): nothing on disk was run. `Image` is `/memfd:NAME (deleted)`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub fileless: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub login_uid: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -53,6 +73,13 @@ pub struct ProcessCreate {
     /// (the kernel then gives the leader's pid to the new image).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exec_thread_id: Option<u32>,
+    /// From the cgroup v2 path (docker, containerd, CRI-O, podman); absent
+    /// on the host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+    /// Images of the ancestors from the process table, nearest first (the
+    /// parent's is `ParentImage`), up to pid 1 or 32 levels.
+    pub ancestor_images: Vec<String>,
     pub hostname: String,
 }
 
@@ -67,7 +94,30 @@ pub(super) fn build(enricher: &mut Enricher, rec: &ExecRecord, table: &Table) ->
     } else {
         (None, None)
     };
-    let argv: Vec<String> = rec.argv.iter().map(|a| lossy(a)).collect();
+    let mut argv_escaped = Vec::new();
+    let argv: Vec<String> = rec
+        .argv
+        .iter()
+        .enumerate()
+        .map(|(i, a)| match std::str::from_utf8(a) {
+            Ok(s) => s.to_owned(),
+            Err(_) => {
+                argv_escaped.push(i);
+                escape(a)
+            }
+        })
+        .collect();
+    let command_line = rec
+        .argv
+        .iter()
+        .map(|a| String::from_utf8_lossy(a))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let image_deleted = rec.flags & flags::EXE_UNLINKED != 0;
+    let mut image = lossy(&rec.exe);
+    if image_deleted {
+        image.push_str(" (deleted)");
+    }
     // The creator (from fork tracking) is the parent, even when it has
     // exited and the kernel re-parented the child to init or a subreaper.
     let ppid = table
@@ -80,8 +130,8 @@ pub(super) fn build(enricher: &mut Enricher, rec: &ExecRecord, table: &Table) ->
         utc_time: enricher.utc_time(rec.boot_ns),
         process_guid: enricher.guid(rec.tgid, rec.start_boottime),
         process_id: rec.tgid,
-        image: lossy(&rec.exe),
-        command_line: argv.join(" "),
+        image,
+        command_line,
         current_directory: cwd,
         user: user.to_string(),
         logon_id: rec.uid,
@@ -92,7 +142,9 @@ pub(super) fn build(enricher: &mut Enricher, rec: &ExecRecord, table: &Table) ->
         parent_image: parent.map(|p| p.image.clone()),
         parent_command_line: parent.map(|p| p.command_line.clone()),
         parent_user: parent.map(|p| p.user.to_string()),
+        namespace_process_id: (rec.ns_level > 0).then_some(rec.ns_pid),
         argv,
+        argv_escaped,
         image_invoked,
         interpreter,
         script_path,
@@ -100,13 +152,36 @@ pub(super) fn build(enricher: &mut Enricher, rec: &ExecRecord, table: &Table) ->
         // The argv area is every argument plus its NUL; joined with spaces
         // that is one byte less.
         command_line_length: u64::from(rec.argv_true_len.saturating_sub(1)),
+        image_deleted,
+        fileless: rec.flags & flags::EXE_DETACHED != 0,
         login_uid: rec.loginuid,
         login_user: rec.loginuid.map(|u| enricher.users.name(u).to_string()),
         euid: rec.euid,
         gid: rec.gid,
         exec_thread_id: (rec.old_tid != 0 && rec.old_tid != rec.tgid).then_some(rec.old_tid),
+        container_id: enricher.cgroups.container_id(rec.cgroup_id),
+        ancestor_images: table.ancestor_images(ppid, 32),
         hostname: enricher.hostname.to_string(),
     }
+}
+
+/// Lossless text for bytes that are not UTF-8: valid runs verbatim with
+/// backslashes doubled, every other byte as `\xNN`.
+pub fn escape(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() + 8);
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c == '\\' {
+                out.push_str("\\\\");
+            } else {
+                out.push(c);
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
 }
 
 fn lossy(bytes: &[u8]) -> String {
@@ -173,6 +248,10 @@ impl sigma::Event for ProcessCreate {
             "Euid" => int(self.euid),
             "Gid" => int(self.gid),
             "Hostname" => s(&self.hostname),
+            "NamespaceProcessId" => self.namespace_process_id.and_then(int),
+            "ContainerId" => opt(&self.container_id),
+            "ImageDeleted" => Some(Bool(self.image_deleted)),
+            "Fileless" => Some(Bool(self.fileless)),
             _ => None,
         }
     }
@@ -217,6 +296,12 @@ fn int<'a>(v: u32) -> Option<sigma::Value<'a>> {
 #[cfg(test)]
 mod tests {
     use super::absolute;
+
+    #[test]
+    fn invalid_utf8_is_escaped_losslessly() {
+        assert_eq!(super::escape(b"a\\b\xff\xfe\n"), "a\\\\b\\xff\\xfe\n");
+        assert_eq!(super::escape("é".as_bytes()), "é");
+    }
 
     #[test]
     fn relative_invocations_become_absolute() {

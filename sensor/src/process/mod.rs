@@ -9,6 +9,7 @@
 //! - [`Enricher`]: the per-host constants (hostname, boot id, clock offset)
 //!   and the conversion itself.
 
+pub mod container;
 pub mod event;
 pub mod table;
 pub mod users;
@@ -30,6 +31,7 @@ pub struct Enricher {
     /// Clock ticks per second, for guid start times (as /proc reports).
     ticks_per_sec: u64,
     pub users: users::Users,
+    pub cgroups: container::Cgroups,
 }
 
 impl Enricher {
@@ -40,6 +42,7 @@ impl Enricher {
             realtime_offset_ns: realtime_offset_ns(),
             ticks_per_sec: ticks_per_sec(),
             users: users::Users::default(),
+            cgroups: container::Cgroups::new(),
         }
     }
 

@@ -33,6 +33,9 @@ pub struct Proc {
     /// The process that forked this one, from a fork record; `None` for
     /// processes seeded from /proc.
     pub creator: Option<u32>,
+    /// The parent to follow for ancestry: the creator, else the kernel's
+    /// parent at exec or at seeding.
+    pub parent: Option<u32>,
     /// Kernel boot-clock time of the exit, once the process has exited.
     pub exited_ns: Option<u64>,
 }
@@ -46,6 +49,7 @@ impl Proc {
             user: event.user.as_str().into(),
             guid: event.process_guid.clone(),
             creator: None,
+            parent: Some(event.parent_process_id),
             exited_ns: None,
         }
     }
@@ -108,6 +112,24 @@ impl Table {
         self.procs.is_empty()
     }
 
+    /// Images of `pid` and its ancestors (creator if known, else nothing:
+    /// seeded processes have no recorded parent), nearest first.
+    pub fn ancestor_images(&self, pid: u32, max: usize) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut next = Some(pid);
+        while let Some(p) = next {
+            if out.len() >= max {
+                break;
+            }
+            let Some(proc) = self.procs.get(&p) else {
+                break;
+            };
+            out.push(proc.image.clone());
+            next = proc.parent.filter(|&q| q != p && q != 0);
+        }
+        out
+    }
+
     /// `creator` forked `child`: the child runs the creator's image until
     /// it execs. Unknown creators leave the child unknown.
     pub fn fork(&mut self, child: u32, creator: u32, guid: String) {
@@ -117,6 +139,7 @@ impl Table {
         let proc = Proc {
             guid,
             creator: Some(creator),
+            parent: Some(creator),
             exited_ns: None,
             ..parent.clone()
         };
@@ -151,6 +174,7 @@ impl Table {
     pub fn exec(&mut self, pid: u32, mut proc: Proc) {
         if let Some(old) = self.procs.get(&pid) {
             proc.creator = old.creator;
+            proc.parent = old.creator.or(proc.parent);
         }
         self.insert(pid, proc);
     }
@@ -185,7 +209,8 @@ fn read_proc(enricher: &mut Enricher, dir: &Path, pid: u32) -> Option<Proc> {
         .find_map(|l| l.strip_prefix("Uid:"))
         .and_then(|l| l.split_whitespace().next())
         .and_then(|u| u.parse().ok())?;
-    let start_ticks = start_ticks(&fs::read_to_string(dir.join("stat")).ok()?)?;
+    let stat = fs::read_to_string(dir.join("stat")).ok()?;
+    let start_ticks = start_ticks(&stat)?;
     let ns_per_tick = 1_000_000_000 / enricher.ticks_per_sec().max(1);
     Some(Proc {
         image: image.to_string_lossy().into_owned(),
@@ -194,8 +219,15 @@ fn read_proc(enricher: &mut Enricher, dir: &Path, pid: u32) -> Option<Proc> {
         user: enricher.users.name(uid),
         guid: enricher.guid(pid, start_ticks * ns_per_tick),
         creator: None,
+        parent: stat_ppid(&stat),
         exited_ns: None,
     })
+}
+
+/// Field 4 of `/proc/PID/stat` (the parent pid).
+fn stat_ppid(stat: &str) -> Option<u32> {
+    let after_comm = &stat[stat.rfind(')')? + 1..];
+    after_comm.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Field 22 of `/proc/PID/stat` (start time in clock ticks). `comm` (field
@@ -213,6 +245,7 @@ mod tests {
     fn start_ticks_survives_hostile_comm() {
         let stat = "42 (a) b) (c) S 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 123456 1000 10";
         assert_eq!(start_ticks(stat), Some(123456));
+        assert_eq!(stat_ppid(stat), Some(1));
     }
 
     fn proc(image: &str, guid: &str) -> Proc {
@@ -223,6 +256,7 @@ mod tests {
             user: "root".into(),
             guid: guid.into(),
             creator: None,
+            parent: None,
             exited_ns: None,
         }
     }
