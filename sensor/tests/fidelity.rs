@@ -362,3 +362,71 @@ fn a_full_ring_buffer_counts_every_lost_record() {
     // also count the forks, exits and other processes' execs lost).
     assert!(lost >= missing as u64, "lost {lost} < missing {missing}");
 }
+
+#[test]
+fn a_file_inside_an_overlay_root_shows_the_containers_path() {
+    if !ebpf_allowed("overlay_root") {
+        return;
+    }
+    let (_guard, dir) = tempdir();
+    for d in ["upper", "work", "merged"] {
+        std::fs::create_dir(dir.join(d)).expect("mkdir");
+    }
+    let mut h = Harness::start(&Options::default());
+    let marker = format!("overlay-{}", std::process::id());
+    // A container in miniature: a private mount namespace whose root is an
+    // overlay (lower: the host's /), entered with pivot_root.
+    let script = format!(
+        "mount -t overlay overlay -o lowerdir=/,upperdir={d}/upper,workdir={d}/work {d}/merged \
+         && mkdir -p {d}/merged/oldroot && cd {d}/merged && pivot_root . oldroot \
+         && exec /bin/true {marker}",
+        d = dir.display()
+    );
+    let status = Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "/bin/sh",
+            "-c",
+            &script,
+        ])
+        .status()
+        .expect("run unshare");
+    assert!(status.success());
+    let seen = h.collect();
+    let e = &by_marker(&seen, &marker).event;
+    let inside = std::fs::canonicalize("/bin/true").expect("true");
+    assert_eq!(
+        e.image,
+        inside.to_str().expect("utf-8"),
+        "not {}/merged/...",
+        dir.display()
+    );
+    assert_eq!(e.current_directory, "/");
+}
+
+#[test]
+fn env_shebang_scripts_show_env_then_the_final_interpreter() {
+    if !ebpf_allowed("env_shebang") {
+        return;
+    }
+    let (_guard, dir) = tempdir();
+    let script = dir.join("kesl");
+    std::fs::write(&script, "#!/usr/bin/env bash\nexit 0\n").expect("write script");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let mut h = Harness::start(&Options::default());
+    let pid = run(Command::new(&script).arg("stop"));
+    let seen = h.collect();
+    let mine = of_pids(&seen, &HashSet::from([pid]));
+    assert_eq!(mine.len(), 2, "env, then bash, in the same process");
+    let (env, bash) = (&mine[0].event, &mine[1].event);
+    let script = script.to_str().expect("utf-8");
+    assert_eq!(env.interpreter.as_deref(), Some("/usr/bin/env"));
+    assert_eq!(env.script_path.as_deref(), Some(script));
+    assert!(bash.image.ends_with("/bash"), "{}", bash.image);
+    assert_eq!(bash.argv[1..], [script.to_owned(), "stop".to_owned()]);
+    // The stop is caught on the final interpreter.
+    assert_eq!(rule_ids(&mine[1].alerts), [KESL_RULE]);
+}
