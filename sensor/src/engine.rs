@@ -7,7 +7,9 @@
 //! miss it. Each rule is therefore evaluated once per distinct value among
 //! the resolved path, `ImageInvoked` and `Interpreter`, resolved first; a
 //! rule fires once, and the alert says which value made it match. Aliases
-//! can only add alerts: the resolved evaluation always runs.
+//! can only add alerts: the resolved evaluation always runs. `ParentImage`
+//! gets the same treatment from the parent's `ParentImageInvoked` and
+//! `ParentInterpreter`.
 
 use std::{borrow::Cow, sync::Arc};
 
@@ -32,6 +34,10 @@ pub struct Hit {
     pub image_as: ImageAs,
     /// The `Image` value that matched.
     pub image: String,
+    /// Which `ParentImage` value the rule saw (resolved unless an alias of
+    /// the parent made the difference).
+    pub parent_image_as: ImageAs,
+    pub parent_image: Option<String>,
 }
 
 /// The rule set in force; cheap to clone (an `Arc`).
@@ -50,51 +56,68 @@ impl Engine {
     }
 
     /// Appends the hits of `event` to `hits`, at most one per rule.
+    ///
+    /// The event is evaluated as given first (resolved `Image` and
+    /// `ParentImage`), then once per other distinct pair of aliases; a rule
+    /// already hit is not reported again, so the alert names the first
+    /// (most literal) view that matched.
     pub fn evaluate(&self, event: &dyn Event, hits: &mut Vec<Hit>, scratch: &mut Vec<usize>) {
-        let resolved = string_field(event, "Image");
-        let invoked = string_field(event, "ImageInvoked");
-        let interpreter = string_field(event, "Interpreter");
+        let images = aliases(event, ["Image", "ImageInvoked", "Interpreter"]);
+        let parents = aliases(
+            event,
+            ["ParentImage", "ParentImageInvoked", "ParentInterpreter"],
+        );
         let start = hits.len();
-        scratch.clear();
-        self.rules.matches(event, scratch);
-        for &rule in scratch.iter() {
-            hits.push(Hit {
-                rule,
-                image_as: ImageAs::Resolved,
-                image: resolved.clone().unwrap_or_default(),
-            });
-        }
-        let mut seen: Vec<&str> = resolved.as_deref().into_iter().collect();
-        for (alias, image_as) in [
-            (invoked.as_deref(), ImageAs::Invoked),
-            (interpreter.as_deref(), ImageAs::Interpreter),
-        ] {
-            let Some(alias) = alias else { continue };
-            if seen.contains(&alias) {
-                continue;
-            }
-            seen.push(alias);
-            scratch.clear();
-            self.rules.matches(
-                &WithImage {
-                    event,
-                    image: alias,
-                },
-                scratch,
-            );
-            for &rule in scratch.iter() {
-                if hits[start..].iter().any(|h| h.rule == rule) {
-                    continue;
+        for (i, (image, image_as)) in images.iter().enumerate() {
+            for (j, (parent, parent_as)) in parents.iter().enumerate() {
+                scratch.clear();
+                if i == 0 && j == 0 {
+                    self.rules.matches(event, scratch);
+                } else {
+                    let view = Aliased {
+                        event,
+                        image: image.as_deref(),
+                        parent: parent.as_deref(),
+                    };
+                    self.rules.matches(&view, scratch);
                 }
-                hits.push(Hit {
-                    rule,
-                    image_as,
-                    image: alias.to_owned(),
-                });
+                for &rule in scratch.iter() {
+                    if hits[start..].iter().any(|h| h.rule == rule) {
+                        continue;
+                    }
+                    hits.push(Hit {
+                        rule,
+                        image_as: *image_as,
+                        image: image.clone().unwrap_or_default(),
+                        parent_image_as: *parent_as,
+                        parent_image: parent.clone(),
+                    });
+                }
             }
         }
         hits[start..].sort_by_key(|h| h.rule);
     }
+}
+
+/// The resolved value (possibly absent) and each distinct alias after it.
+fn aliases(
+    event: &dyn Event,
+    [resolved, invoked, interpreter]: [&str; 3],
+) -> Vec<(Option<String>, ImageAs)> {
+    let mut out = vec![(string_field(event, resolved), ImageAs::Resolved)];
+    for (name, image_as) in [
+        (invoked, ImageAs::Invoked),
+        (interpreter, ImageAs::Interpreter),
+    ] {
+        if let Some(value) = string_field(event, name)
+            && !out
+                .iter()
+                .any(|(v, _)| v.as_deref() == Some(value.as_str()))
+        {
+            out.push((Some(value), image_as));
+        }
+    }
+    out
 }
 
 fn string_field(event: &dyn Event, name: &str) -> Option<String> {
@@ -104,23 +127,29 @@ fn string_field(event: &dyn Event, name: &str) -> Option<String> {
     }
 }
 
-/// `event` seen with another `Image`.
-struct WithImage<'a> {
+/// `event` seen with another `Image` and/or `ParentImage`.
+struct Aliased<'a> {
     event: &'a dyn Event,
-    image: &'a str,
+    image: Option<&'a str>,
+    parent: Option<&'a str>,
 }
 
-impl Event for WithImage<'_> {
+impl Event for Aliased<'_> {
     fn field(&self, name: &str) -> Option<Value<'_>> {
-        if name == "Image" {
-            Some(Value::Str(Cow::Borrowed(self.image)))
-        } else {
-            self.event.field(name)
+        match (name, self.image, self.parent) {
+            ("Image", Some(image), _) => Some(Value::Str(Cow::Borrowed(image))),
+            ("ParentImage", _, Some(parent)) => Some(Value::Str(Cow::Borrowed(parent))),
+            _ => self.event.field(name),
         }
     }
 
     fn for_each_string(&self, f: &mut dyn FnMut(&str)) {
-        f(self.image);
+        if let Some(image) = self.image {
+            f(image);
+        }
+        if let Some(parent) = self.parent {
+            f(parent);
+        }
         self.event.for_each_string(f);
     }
 }
@@ -156,6 +185,9 @@ pub struct RuleRef {
 pub struct Evidence {
     pub image_as: ImageAs,
     pub image: String,
+    pub parent_image_as: ImageAs,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent_image: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -184,11 +216,93 @@ impl Alert {
             evidence: Evidence {
                 image_as: hit.image_as,
                 image: hit.image.clone(),
+                parent_image_as: hit.parent_image_as,
+                parent_image: hit.parent_image.clone(),
             },
             host: Host {
                 hostname: hostname.to_owned(),
             },
             process,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::{replay::JsonEvent, sigma::Source};
+
+    const PARENT_SH: &str = "title: Child of a shell stopping kesl
+id: 00000000-0000-0000-0000-000000000001
+logsource:
+    product: linux
+    category: process_creation
+detection:
+    selection:
+        ParentImage|endswith: '/sh'
+        CommandLine|contains: 'kesl'
+    condition: selection
+level: medium
+";
+
+    fn engine(rules: &[(&str, &str)]) -> Engine {
+        let sources = rules.iter().map(|(name, text)| Source::new(*name, *text));
+        let (set, errors) = RuleSet::load(sources);
+        assert!(errors.is_empty(), "{errors:?}");
+        Engine::new(Arc::new(set))
+    }
+
+    fn hits(engine: &Engine, event: serde_json::Value) -> Vec<Hit> {
+        let map = event.as_object().expect("object").clone();
+        let mut hits = Vec::new();
+        engine.evaluate(&JsonEvent(&map), &mut hits, &mut Vec::new());
+        hits
+    }
+
+    #[test]
+    fn parent_image_aliases_add_a_match_and_say_which() {
+        let e = engine(&[("parent.yml", PARENT_SH)]);
+        let got = hits(
+            &e,
+            json!({"Image": "/usr/bin/systemctl", "CommandLine": "systemctl stop kesl",
+                   "ParentImage": "/usr/bin/dash", "ParentImageInvoked": "/etc/init.d/kesl",
+                   "ParentInterpreter": "/bin/sh"}),
+        );
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].parent_image_as, ImageAs::Interpreter);
+        assert_eq!(got[0].parent_image.as_deref(), Some("/bin/sh"));
+        assert_eq!(got[0].image_as, ImageAs::Resolved);
+        // Without the alias there is nothing to match.
+        let got = hits(
+            &e,
+            json!({"Image": "/usr/bin/systemctl", "CommandLine": "systemctl stop kesl",
+                   "ParentImage": "/usr/bin/dash"}),
+        );
+        assert!(got.is_empty());
+    }
+
+    #[test]
+    fn the_resolved_view_wins_when_it_matches() {
+        let e = engine(&[(
+            "kesl.yml",
+            include_str!("../../rules/proc_creation_lnx_av_kaspersky_av_disabled.yml"),
+        )]);
+        let got = hits(
+            &e,
+            json!({"Image": "/usr/bin/bash", "ImageInvoked": "/usr/bin/sh",
+                   "CommandLine": "bash -c 'stop kesl'"}),
+        );
+        assert_eq!(got.len(), 1, "one alert per rule, not one per alias");
+        assert_eq!(got[0].image_as, ImageAs::Resolved);
+        let got = hits(
+            &e,
+            json!({"Image": "/usr/bin/dash", "ImageInvoked": "/etc/init.d/kesl",
+                   "Interpreter": "/bin/sh", "CommandLine": "/bin/sh /etc/init.d/kesl stop"}),
+        );
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].image_as, ImageAs::Interpreter);
+        assert_eq!(got[0].image, "/bin/sh");
     }
 }

@@ -430,3 +430,33 @@ fn env_shebang_scripts_show_env_then_the_final_interpreter() {
     // The stop is caught on the final interpreter.
     assert_eq!(rule_ids(&mine[1].alerts), [KESL_RULE]);
 }
+
+#[test]
+fn a_scripts_child_knows_the_script_and_interpreter_of_its_parent() {
+    if !ebpf_allowed("parent_aliases") {
+        return;
+    }
+    let (_guard, dir) = tempdir();
+    let systemctl = fake_tool(&dir, "systemctl");
+    let script = dir.join("kesl");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\n{} stop kesl\n:\n", systemctl.display()),
+    )
+    .expect("write script");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let mut h = Harness::start(&Options::default());
+    let sh_pid = run(&mut Command::new(&script));
+    let seen = h.collect();
+    let child = seen
+        .iter()
+        .find(|s| s.event.parent_process_id == sh_pid && s.event.image.ends_with("/systemctl"))
+        .expect("the script's child");
+    let e = &child.event;
+    let sh = std::fs::canonicalize("/bin/sh").expect("sh");
+    assert_eq!(e.parent_image.as_deref(), sh.to_str());
+    assert_eq!(e.parent_interpreter.as_deref(), Some("/bin/sh"));
+    assert_eq!(e.parent_image_invoked.as_deref(), script.to_str());
+    assert_eq!(rule_ids(&child.alerts), [KESL_RULE]);
+}

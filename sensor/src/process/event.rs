@@ -36,6 +36,12 @@ pub struct ProcessCreate {
     pub parent_command_line: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parent_user: Option<String>,
+    /// The parent's `ImageInvoked` and `Interpreter` (aliases of
+    /// `ParentImage` for rules, like `Image`'s).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent_image_invoked: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent_interpreter: Option<String>,
     // Extensions (not Sysmon).
     /// The pid inside the process's own pid namespace, when that is not
     /// the initial one (containers, `unshare -p`).
@@ -142,6 +148,10 @@ pub(super) fn build(enricher: &mut Enricher, rec: &ExecRecord, table: &Table) ->
         parent_image: parent.map(|p| p.image.clone()),
         parent_command_line: parent.map(|p| p.command_line.clone()),
         parent_user: parent.map(|p| p.user.to_string()),
+        parent_image_invoked: parent
+            .map(|p| p.image_invoked.clone())
+            .filter(|i| !i.is_empty()),
+        parent_interpreter: parent.and_then(|p| p.interpreter.clone()),
         namespace_process_id: (rec.ns_level > 0).then_some(rec.ns_pid),
         argv,
         argv_escaped,
@@ -236,6 +246,8 @@ impl sigma::Event for ProcessCreate {
             "ParentImage" => opt(&self.parent_image),
             "ParentCommandLine" => opt(&self.parent_command_line),
             "ParentUser" => opt(&self.parent_user),
+            "ParentImageInvoked" => opt(&self.parent_image_invoked),
+            "ParentInterpreter" => opt(&self.parent_interpreter),
             "TerminalSessionId" => self.terminal_session_id.and_then(int),
             "UtcTime" => s(&self.utc_time),
             "ImageInvoked" => s(&self.image_invoked),

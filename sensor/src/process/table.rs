@@ -26,6 +26,10 @@ use super::{Enricher, ProcessCreate};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Proc {
     pub image: String,
+    /// The path given to execve, made absolute (empty for seeded
+    /// processes, whose invocation /proc does not keep).
+    pub image_invoked: String,
+    pub interpreter: Option<String>,
     pub command_line: String,
     pub uid: u32,
     pub user: Arc<str>,
@@ -44,6 +48,8 @@ impl Proc {
     pub fn from_event(event: &ProcessCreate, uid: u32) -> Proc {
         Proc {
             image: event.image.clone(),
+            image_invoked: event.image_invoked.clone(),
+            interpreter: event.interpreter.clone(),
             command_line: event.command_line.clone(),
             uid,
             user: event.user.as_str().into(),
@@ -214,6 +220,8 @@ fn read_proc(enricher: &mut Enricher, dir: &Path, pid: u32) -> Option<Proc> {
     let ns_per_tick = 1_000_000_000 / enricher.ticks_per_sec().max(1);
     Some(Proc {
         image: image.to_string_lossy().into_owned(),
+        image_invoked: String::new(),
+        interpreter: None,
         command_line: args.join(" "),
         uid,
         user: enricher.users.name(uid),
@@ -251,6 +259,8 @@ mod tests {
     fn proc(image: &str, guid: &str) -> Proc {
         Proc {
             image: image.into(),
+            image_invoked: image.into(),
+            interpreter: None,
             command_line: image.into(),
             uid: 0,
             user: "root".into(),
