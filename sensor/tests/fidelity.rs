@@ -269,6 +269,8 @@ fn loginuid_survives_a_change_of_user() {
     assert_eq!(e.user, "nobody");
     assert_eq!(e.login_uid, Some(4242));
     assert_eq!(e.login_user.as_deref(), Some("4242"), "no name: the number");
+    // Setting the loginuid starts a new audit session.
+    assert!(e.terminal_session_id.is_some_and(|s| s != u32::MAX));
 }
 
 #[test]
@@ -459,4 +461,69 @@ fn a_scripts_child_knows_the_script_and_interpreter_of_its_parent() {
     assert_eq!(e.parent_interpreter.as_deref(), Some("/bin/sh"));
     assert_eq!(e.parent_image_invoked.as_deref(), script.to_str());
     assert_eq!(rule_ids(&child.alerts), [KESL_RULE]);
+}
+
+#[test]
+fn a_process_that_rewrites_its_argv_still_shows_how_it_started() {
+    if !ebpf_allowed("argv_rewrite") {
+        return;
+    }
+    let mut h = Harness::start(&Options::default());
+    let marker = format!("rewrite-{}", std::process::id());
+    // perl's `$0 =` overwrites the argv area in place, as malware that
+    // hides its arguments does.
+    let mut child = Command::new("perl")
+        .args(["-e", "$0 = 'innocent'; sleep 5", &marker])
+        .spawn()
+        .expect("spawn perl");
+    let cmdline_path = format!("/proc/{}/cmdline", child.id());
+    let mut rewritten = String::new();
+    for _ in 0..100 {
+        rewritten = std::fs::read_to_string(&cmdline_path).unwrap_or_default();
+        if rewritten.starts_with("innocent") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().expect("kill perl");
+    child.wait().expect("wait");
+    let seen = h.collect();
+    assert!(
+        rewritten.starts_with("innocent"),
+        "perl rewrote argv: {rewritten:?}"
+    );
+    let e = &only(&seen, child.id()).event;
+    assert_eq!(e.argv.last(), Some(&marker));
+    assert!(
+        e.command_line.contains("$0 = 'innocent'"),
+        "{}",
+        e.command_line
+    );
+}
+
+#[test]
+fn process_guid_is_stable_across_exec_and_unique_per_process() {
+    if !ebpf_allowed("guid") {
+        return;
+    }
+    let mut h = Harness::start(&Options::default());
+    // bash execs /bin/true in place: one process, two images.
+    let same = run(Command::new("/bin/bash").args(["-c", "exec /bin/true guid"]));
+    let other = run(Command::new("/bin/true").arg("guid"));
+    let seen = h.collect();
+    let mine = of_pids(&seen, &HashSet::from([same]));
+    assert_eq!(mine.len(), 2);
+    assert_eq!(mine[0].event.process_guid, mine[1].event.process_guid);
+    assert_ne!(
+        only(&seen, other).event.process_guid,
+        mine[0].event.process_guid
+    );
+    // The second image's parent is still the test, not bash.
+    assert_eq!(mine[1].event.parent_process_id, std::process::id());
+    // The audit session is inherited from the test process.
+    let session: Option<u32> = std::fs::read_to_string("/proc/self/sessionid")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .filter(|&s| s != u32::MAX);
+    assert_eq!(mine[0].event.terminal_session_id, session);
 }
