@@ -7,7 +7,9 @@ mod support;
 use std::{collections::HashSet, os::unix::fs::PermissionsExt as _, process::Command};
 
 use sensor::{capture::Options, engine::ImageAs};
-use support::{Harness, KESL_RULE, ebpf_allowed, fake_tool, of_pids, rule_ids, tempdir};
+use support::{
+    Harness, KESL_RULE, SERVICE_STOP_RULE, ebpf_allowed, fake_tool, of_pids, rule_ids, tempdir,
+};
 
 fn run(cmd: &mut Command) -> u32 {
     let mut child = cmd.spawn().expect("spawn");
@@ -29,7 +31,7 @@ fn systemctl_stop_kesl_raises_one_alert_with_the_kernel_view() {
     let mine = of_pids(&seen, &HashSet::from([pid]));
     assert_eq!(mine.len(), 1, "exactly one exec event for the child");
     let s = mine[0];
-    assert_eq!(rule_ids(&s.alerts), vec![KESL_RULE]);
+    assert_eq!(rule_ids(&s.alerts), vec![KESL_RULE, SERVICE_STOP_RULE]);
     let e = &s.event;
     assert_eq!(e.image, systemctl.to_str().expect("utf-8 path"));
     assert_eq!(e.command_line, format!("{} stop kesl", systemctl.display()));
@@ -135,7 +137,10 @@ fn long_argv_is_captured_in_full() {
     assert_eq!(e.command_line_length, 100_000 - 1);
     assert!(!e.command_line_truncated);
     assert!(e.command_line.ends_with(" kesl"));
-    assert_eq!(rule_ids(&mine[0].alerts), vec![KESL_RULE]);
+    assert_eq!(
+        rule_ids(&mine[0].alerts),
+        vec![KESL_RULE, SERVICE_STOP_RULE]
+    );
 }
 
 #[test]
@@ -212,7 +217,10 @@ fn the_classic_tracepoint_fallback_also_catches_the_stop() {
     assert_eq!(e.image, systemctl.to_str().expect("utf-8"));
     assert_eq!(e.image_invoked, systemctl.to_str().expect("utf-8"));
     assert_eq!(e.command_line, format!("{} stop kesl", systemctl.display()));
-    assert_eq!(rule_ids(&mine[0].alerts), vec![KESL_RULE]);
+    assert_eq!(
+        rule_ids(&mine[0].alerts),
+        vec![KESL_RULE, SERVICE_STOP_RULE]
+    );
 }
 
 #[test]

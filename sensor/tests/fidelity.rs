@@ -12,7 +12,10 @@ use std::{
 };
 
 use sensor::capture::Options;
-use support::{Harness, KESL_RULE, Seen, ebpf_allowed, fake_tool, of_pids, rule_ids, tempdir};
+use support::{
+    Harness, KESL_RULE, SERVICE_STOP_RULE, Seen, ebpf_allowed, fake_tool, of_pids, rule_ids,
+    tempdir,
+};
 
 fn run(cmd: &mut Command) -> u32 {
     let mut child = cmd.spawn().expect("spawn");
@@ -58,7 +61,10 @@ fn paths_with_spaces_deep_paths_and_symlinks() {
 
     let e1 = &only(&seen, p1).event;
     assert_eq!(e1.image, spaced_tool.to_str().expect("utf-8"));
-    assert_eq!(rule_ids(&only(&seen, p1).alerts), [KESL_RULE]);
+    assert_eq!(
+        rule_ids(&only(&seen, p1).alerts),
+        [KESL_RULE, SERVICE_STOP_RULE]
+    );
 
     let e2 = &only(&seen, p2).event;
     assert!(e2.image.len() > 300);
@@ -460,7 +466,7 @@ fn a_scripts_child_knows_the_script_and_interpreter_of_its_parent() {
     assert_eq!(e.parent_image.as_deref(), sh.to_str());
     assert_eq!(e.parent_interpreter.as_deref(), Some("/bin/sh"));
     assert_eq!(e.parent_image_invoked.as_deref(), script.to_str());
-    assert_eq!(rule_ids(&child.alerts), [KESL_RULE]);
+    assert_eq!(rule_ids(&child.alerts), [KESL_RULE, SERVICE_STOP_RULE]);
 }
 
 #[test]

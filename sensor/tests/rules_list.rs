@@ -14,10 +14,14 @@ fn rules_list_prints_the_bundled_rule() {
         .output()
         .expect("run sigexec rules list");
     assert!(out.status.success(), "{out:?}");
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "36388120-b3f1-4ce9-b50b-280d9a7f4c04\thigh\tKaspersky Endpoint Security Stopped Via CommandLine - Linux\tbundled:proc_creation_lnx_av_kaspersky_av_disabled.yml:1:1\n"
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.lines().any(|l| l
+            == "36388120-b3f1-4ce9-b50b-280d9a7f4c04\thigh\tKaspersky Endpoint Security Stopped Via CommandLine - Linux\tbundled:proc_creation_lnx_av_kaspersky_av_disabled.yml:1:1"),
+        "{stdout}"
     );
+    // One line per bundled rule file (each holds one rule).
+    assert_eq!(stdout.lines().count(), bundled_rule_files());
 }
 
 #[test]
@@ -59,5 +63,26 @@ fn rules_list_reports_a_duplicate_id_and_exits_1() {
         stderr.contains("duplicate rule id '36388120-b3f1-4ce9-b50b-280d9a7f4c04'"),
         "{stderr}"
     );
-    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 144);
+    // The corpus, plus the bundled rules but the duplicate.
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().count(),
+        144 + bundled_rule_files() - 1
+    );
+}
+
+fn bundled_rule_files() -> usize {
+    fn count(dir: &Path) -> usize {
+        std::fs::read_dir(dir)
+            .expect("rules dir")
+            .map(|e| e.expect("entry").path())
+            .map(|p| {
+                if p.is_dir() {
+                    count(&p)
+                } else {
+                    usize::from(p.extension().is_some_and(|e| e == "yml"))
+                }
+            })
+            .sum()
+    }
+    count(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules"))
 }

@@ -19,7 +19,11 @@ use sensor::{
     rules,
 };
 
+/// The seed rule (SigmaHQ's).
 pub const KESL_RULE: &str = "36388120-b3f1-4ce9-b50b-280d9a7f4c04";
+/// The pack's service-manager rule (`rules/kesl/`), which also fires on
+/// `systemctl stop kesl`.
+pub const SERVICE_STOP_RULE: &str = "4bc4b942-1d01-4251-9a3c-f994c90c6e63";
 
 /// `None` (after printing why) when this machine cannot run eBPF tests and
 /// we are not on CI.
@@ -138,10 +142,12 @@ pub fn tempdir() -> (tempfile::TempDir, PathBuf) {
     (dir, path)
 }
 
-/// The rule ids of these alerts.
+/// The rule ids of these alerts, sorted.
 pub fn rule_ids(alerts: &[Alert]) -> Vec<String> {
-    alerts
+    let mut ids: Vec<String> = alerts
         .iter()
         .map(|a| a.rule.id.clone().unwrap_or_default())
-        .collect()
+        .collect();
+    ids.sort();
+    ids
 }
