@@ -65,22 +65,41 @@ pub mod kind {
     pub const FORK: u32 = 2;
     /// A [`super::TaskRecord`]: a thread group leader exited.
     pub const EXIT: u32 = 3;
+    /// A [`super::TaskRecord`]: a process sent a terminating signal to
+    /// another.
+    pub const SIGNAL: u32 = 4;
 }
 
-/// Fork and exit records, for the process table: who created whom, and
-/// when a process is gone. Fixed size.
+/// Signals worth a record: those whose default action ends or stops the
+/// target. SIGCHLD, SIGWINCH and friends (sent constantly) are left out.
+pub const SIGNAL_MASK: u64 = (1 << 1) // SIGHUP
+    | (1 << 2) // SIGINT
+    | (1 << 3) // SIGQUIT
+    | (1 << 6) // SIGABRT
+    | (1 << 9) // SIGKILL
+    | (1 << 10) // SIGUSR1
+    | (1 << 12) // SIGUSR2
+    | (1 << 15) // SIGTERM
+    | (1 << 19); // SIGSTOP
+
+/// Fork, exit and signal records, for the process table: who created
+/// whom, who signalled whom, and when a process is gone. Fixed size.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TaskRecord {
     /// [`kind::FORK`] or [`kind::EXIT`].
     pub kind: u32,
-    /// Fork: the new process's tgid. Exit: the exiting tgid.
+    /// Fork: the new process's tgid. Exit: the exiting tgid. Signal: the
+    /// target's tgid.
     pub tgid: u32,
     /// Fork: the creator's tgid (`current` at fork, not `real_parent`,
-    /// which `CLONE_PARENT` changes). Exit: 0.
+    /// which `CLONE_PARENT` changes). Signal: the sender's tgid. Exit: 0.
     pub creator: u32,
-    pub _pad: u32,
-    /// Fork: the child's `start_boottime`. Exit: 0.
+    /// Exit: `task->exit_code` (status << 8, or the killing signal).
+    /// Signal: the signal number.
+    pub value: u32,
+    /// Fork: the child's `start_boottime`. Signal: the tracepoint's result
+    /// (0 delivered, 1 ignored, 2 already pending, ...). Exit: 0.
     pub start_boottime: u64,
     /// `bpf_ktime_get_boot_ns()` at the tracepoint.
     pub boot_ns: u64,
@@ -213,6 +232,7 @@ pub struct Offsets {
     pub fs_pwd: u32,
     pub task_pid: u32,
     pub task_thread_pid: u32,
+    pub task_exit_code: u32,
     pub pid_level: u32,
     pub pid_numbers: u32,
     pub upid_size: u32,

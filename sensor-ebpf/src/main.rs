@@ -42,7 +42,7 @@ use aya_ebpf::{
 };
 use sensor_common::{
     ARGV_MAX, COMM_LEN, EXEC_HEADER_SIZE, ExecHeader, NAME_MAX, NO_OFFSET, Offsets, PATH_DEPTH_MAX,
-    PATH_MAX, SCRATCH_SIZE, STRINGS_MASK, TaskRecord, flags, kind,
+    PATH_MAX, SCRATCH_SIZE, SIGNAL_MASK, STRINGS_MASK, TaskRecord, flags, kind,
 };
 
 /// Kernel struct offsets, patched by user space before load.
@@ -435,12 +435,12 @@ pub fn sched_process_exec_tp(ctx: TracePointContext) -> i32 {
 
 /// Sends a fork or exit record; counts a loss when the ring is full.
 #[inline(always)]
-fn task_record(kind: u32, tgid: u32, creator: u32, start_boottime: u64) {
+fn task_record(kind: u32, tgid: u32, creator: u32, value: u32, start_boottime: u64) {
     let rec = TaskRecord {
         kind,
         tgid,
         creator,
-        _pad: 0,
+        value,
         start_boottime,
         // SAFETY: plain helper call.
         boot_ns: unsafe { bpf_ktime_get_boot_ns() },
@@ -463,7 +463,7 @@ pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
     }
     let creator = (unsafe { bpf_get_current_pid_tgid() } >> 32) as u32;
     let start = read::<u64>(child, off!(task_start_boottime)).unwrap_or(0);
-    task_record(kind::FORK, tgid, creator, start);
+    task_record(kind::FORK, tgid, creator, 0, start);
     0
 }
 
@@ -478,7 +478,37 @@ pub fn sched_process_exit(ctx: BtfTracePointContext) -> i32 {
     if pid == 0 || pid != tgid {
         return 0;
     }
-    task_record(kind::EXIT, tgid, 0, 0);
+    let exit_code = read::<u32>(task, off!(task_exit_code)).unwrap_or(0);
+    task_record(kind::EXIT, tgid, 0, exit_code, 0);
+    0
+}
+
+/// Terminating signals sent by one process to another, so that the death
+/// of a watched process can name who killed it, even with a shell built-in
+/// `kill` that runs no program.
+#[btf_tracepoint(function = "signal_generate")]
+pub fn signal_generate(ctx: BtfTracePointContext) -> i32 {
+    // TP_PROTO(int sig, struct kernel_siginfo *info, struct task_struct
+    //          *task, int group, int result)
+    let sig: i32 = ctx.arg(0);
+    if !(1..64).contains(&sig) || SIGNAL_MASK & (1u64 << sig) == 0 {
+        return 0;
+    }
+    let task: *const u8 = ctx.arg(2);
+    let result: i32 = ctx.arg(4);
+    let target = read::<u32>(task, off!(task_tgid)).unwrap_or(0);
+    // SAFETY: plain helper call.
+    let sender = (unsafe { bpf_get_current_pid_tgid() } >> 32) as u32;
+    if target == 0 || target == sender {
+        return 0;
+    }
+    task_record(
+        kind::SIGNAL,
+        target,
+        sender,
+        sig as u32,
+        result as u32 as u64,
+    );
     0
 }
 

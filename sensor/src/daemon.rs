@@ -15,7 +15,7 @@ use crate::{
     capture::{self, ExecRecord, Record, Sensor},
     cli::RuleSources,
     engine::{Alert, Engine, Hit},
-    process::{Enricher, ProcessCreate, Table, table},
+    process::{Enricher, ProcessCreate, ProcessTermination, Table, table, termination},
     rules,
     sinks::JsonLines,
 };
@@ -39,6 +39,11 @@ pub struct Pipeline {
     table: Table,
     hits: Vec<Hit>,
     scratch: Vec<usize>,
+    /// Image prefixes whose deaths become `process_termination` events.
+    watch: Vec<String>,
+    /// Termination events (and their alerts) produced since the last
+    /// [`Pipeline::take_terminations`].
+    terminations: Vec<(ProcessTermination, Vec<Alert>)>,
 }
 
 impl Pipeline {
@@ -50,7 +55,22 @@ impl Pipeline {
             table,
             hits: Vec::new(),
             scratch: Vec::new(),
+            watch: termination::DEFAULT_WATCH
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+            terminations: Vec::new(),
         }
+    }
+
+    /// Replaces the watched image prefixes (default: Kaspersky's).
+    pub fn set_watch(&mut self, watch: Vec<String>) {
+        self.watch = watch;
+    }
+
+    /// Termination events of watched processes since the last call.
+    pub fn take_terminations(&mut self) -> Vec<(ProcessTermination, Vec<Alert>)> {
+        std::mem::take(&mut self.terminations)
     }
 
     pub fn table(&self) -> &Table {
@@ -75,8 +95,44 @@ impl Pipeline {
                     .fork(&mut self.table, tgid, creator, start_boottime);
                 None
             }
-            Record::Exit { tgid, boot_ns } => {
+            Record::Exit {
+                tgid,
+                exit_code,
+                boot_ns,
+            } => {
+                if let Some(event) =
+                    self.enricher
+                        .termination(&self.table, &self.watch, tgid, exit_code, boot_ns)
+                {
+                    self.hits.clear();
+                    self.engine
+                        .evaluate_termination(&event, &mut self.hits, &mut self.scratch);
+                    let process = serde_json::to_value(&event).unwrap_or_default();
+                    let alerts = self
+                        .hits
+                        .iter()
+                        .map(|hit| {
+                            Alert::new(
+                                self.engine.rules(),
+                                hit,
+                                &self.enricher.hostname,
+                                process.clone(),
+                            )
+                        })
+                        .collect();
+                    self.terminations.push((event, alerts));
+                }
                 self.table.exit(tgid, boot_ns);
+                None
+            }
+            Record::Signal {
+                target,
+                sender,
+                signal,
+                ..
+            } => {
+                self.enricher
+                    .signal(&mut self.table, &self.watch, target, sender, signal);
                 None
             }
         }
@@ -215,6 +271,13 @@ fn process(
             })
             .with_context(|| format!("writing to {}", sink.target()))?;
         }
+        for alert in &alerts {
+            stats.alerts += 1;
+            sink.write(alert)
+                .with_context(|| format!("writing to {}", sink.target()))?;
+        }
+    }
+    for (_, alerts) in pipeline.take_terminations() {
         for alert in &alerts {
             stats.alerts += 1;
             sink.write(alert)

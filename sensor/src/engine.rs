@@ -40,15 +40,59 @@ pub struct Hit {
     pub parent_image: Option<String>,
 }
 
-/// The rule set in force; cheap to clone (an `Arc`).
+/// Which kind of event a rule is written for (its logsource category).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    ProcessCreation,
+    ProcessTermination,
+}
+
+/// The rule set in force; cheap to clone (`Arc`s).
 #[derive(Clone)]
 pub struct Engine {
     rules: Arc<RuleSet>,
+    /// Per rule: the kind of event it applies to.
+    kinds: Arc<[EventKind]>,
 }
 
 impl Engine {
     pub fn new(rules: Arc<RuleSet>) -> Engine {
-        Engine { rules }
+        let kinds = rules
+            .rules()
+            .iter()
+            .map(|r| {
+                if r.meta.logsource.is_termination() {
+                    EventKind::ProcessTermination
+                } else {
+                    EventKind::ProcessCreation
+                }
+            })
+            .collect();
+        Engine { rules, kinds }
+    }
+
+    /// Hits of a `process_termination` event (no aliases: the event has
+    /// only the resolved image).
+    pub fn evaluate_termination(
+        &self,
+        event: &dyn Event,
+        hits: &mut Vec<Hit>,
+        scratch: &mut Vec<usize>,
+    ) {
+        scratch.clear();
+        self.rules.matches(event, scratch);
+        for &rule in scratch.iter() {
+            if self.kinds[rule] != EventKind::ProcessTermination {
+                continue;
+            }
+            hits.push(Hit {
+                rule,
+                image_as: ImageAs::Resolved,
+                image: string_field(event, "Image").unwrap_or_default(),
+                parent_image_as: ImageAs::Resolved,
+                parent_image: None,
+            });
+        }
     }
 
     pub fn rules(&self) -> &Arc<RuleSet> {
@@ -82,7 +126,9 @@ impl Engine {
                     self.rules.matches(&view, scratch);
                 }
                 for &rule in scratch.iter() {
-                    if hits[start..].iter().any(|h| h.rule == rule) {
+                    if self.kinds[rule] != EventKind::ProcessCreation
+                        || hits[start..].iter().any(|h| h.rule == rule)
+                    {
                         continue;
                     }
                     hits.push(Hit {

@@ -226,12 +226,13 @@ fn attach(ebpf: &mut Ebpf, force_tracepoint: bool) -> Result<Hook, CaptureError>
                 // Fork and exit records feed the process table's creator
                 // links; without them parents come from the kernel's
                 // real_parent and dead entries are pruned against /proc.
-                for (prog, tp) in [
-                    ("sched_process_fork", "sched_process_fork"),
-                    ("sched_process_exit", "sched_process_exit"),
+                for (prog, tp, loses) in [
+                    ("sched_process_fork", "sched_process_fork", "fork tracking"),
+                    ("sched_process_exit", "sched_process_exit", "exit tracking"),
+                    ("signal_generate", "signal_generate", "signal senders"),
                 ] {
                     if let Err(e) = attach_btf(ebpf, prog, tp) {
-                        warn!(error = %e, "tp_btf/{tp} refused; no fork/exit tracking");
+                        warn!(error = %e, "tp_btf/{tp} refused; no {loses}");
                     }
                 }
                 return Ok(Hook::BtfTracepoint);

@@ -48,6 +48,7 @@ pub fn from_btf(btf: &Btf, tracepoint: TracepointLayout) -> Result<Offsets, BtfE
         fs_pwd: at("fs_struct", "pwd")?,
         task_pid: at("task_struct", "pid")?,
         task_thread_pid: at("task_struct", "thread_pid")?,
+        task_exit_code: at("task_struct", "exit_code")?,
         pid_level: at("pid", "level")?,
         pid_numbers: at("pid", "numbers")?,
         upid_size: btf.struct_size("upid")?,

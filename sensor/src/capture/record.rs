@@ -20,8 +20,22 @@ pub enum Record {
         creator: u32,
         start_boottime: u64,
     },
-    /// The thread group `tgid` ended.
-    Exit { tgid: u32, boot_ns: u64 },
+    /// The thread group `tgid` ended with `exit_code` (the kernel's
+    /// `status << 8 | signal`).
+    Exit {
+        tgid: u32,
+        exit_code: u32,
+        boot_ns: u64,
+    },
+    /// `sender` sent the terminating signal `signal` to `target`; `result`
+    /// is the kernel's (0 delivered, 1 ignored, 2 already pending).
+    Signal {
+        target: u32,
+        sender: u32,
+        signal: u32,
+        result: u32,
+        boot_ns: u64,
+    },
 }
 
 /// One exec as the kernel saw it, before any enrichment.
@@ -89,22 +103,29 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         .ok_or(DecodeError::Short(bytes.len()))?;
     match kind {
         kind::EXEC => decode_exec(bytes).map(|r| Record::Exec(Box::new(r))),
-        kind::FORK | kind::EXIT => {
+        kind::FORK | kind::EXIT | kind::SIGNAL => {
             let raw = bytes
                 .get(..TASK_RECORD_SIZE)
                 .ok_or(DecodeError::Short(bytes.len()))?;
             let t: TaskRecord = bytemuck::pod_read_unaligned(raw);
-            Ok(if kind == kind::FORK {
-                Record::Fork {
+            Ok(match kind {
+                kind::FORK => Record::Fork {
                     tgid: t.tgid,
                     creator: t.creator,
                     start_boottime: t.start_boottime,
-                }
-            } else {
-                Record::Exit {
+                },
+                kind::EXIT => Record::Exit {
                     tgid: t.tgid,
+                    exit_code: t.value,
                     boot_ns: t.boot_ns,
-                }
+                },
+                _ => Record::Signal {
+                    target: t.tgid,
+                    sender: t.creator,
+                    signal: t.value,
+                    result: t.start_boottime as u32,
+                    boot_ns: t.boot_ns,
+                },
             })
         }
         other => Err(DecodeError::Kind(other)),
@@ -296,6 +317,7 @@ mod tests {
         let exit = TaskRecord {
             kind: kind::EXIT,
             tgid: 20,
+            value: 9,
             boot_ns: 9,
             ..Default::default()
         };
@@ -303,7 +325,26 @@ mod tests {
             decode(bytemuck::bytes_of(&exit)),
             Ok(Record::Exit {
                 tgid: 20,
+                exit_code: 9,
                 boot_ns: 9
+            })
+        );
+        let signal = TaskRecord {
+            kind: kind::SIGNAL,
+            tgid: 20,
+            creator: 30,
+            value: 15,
+            start_boottime: 0,
+            boot_ns: 7,
+        };
+        assert_eq!(
+            decode(bytemuck::bytes_of(&signal)),
+            Ok(Record::Signal {
+                target: 20,
+                sender: 30,
+                signal: 15,
+                result: 0,
+                boot_ns: 7
             })
         );
         assert_eq!(

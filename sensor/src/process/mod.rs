@@ -12,10 +12,12 @@
 pub mod container;
 pub mod event;
 pub mod table;
+pub mod termination;
 pub mod users;
 
 pub use event::ProcessCreate;
 pub use table::{Proc, Table};
+pub use termination::ProcessTermination;
 
 use std::sync::Arc;
 
@@ -71,6 +73,61 @@ impl Enricher {
         time::OffsetDateTime::from_unix_timestamp_nanos(ns)
             .map(rfc3339)
             .unwrap_or_default()
+    }
+
+    /// Remembers, on a watched target, who sent it a terminating signal.
+    pub fn signal(
+        &mut self,
+        table: &mut Table,
+        watch: &[String],
+        target: u32,
+        sender: u32,
+        signal: u32,
+    ) {
+        if !table
+            .get(target)
+            .is_some_and(|t| termination::watched(watch, &t.image))
+        {
+            return;
+        }
+        let from = table.get(sender);
+        let snapshot = termination::Sender {
+            pid: sender,
+            signal,
+            image: from.map(|p| p.image.clone()),
+            command_line: from.map(|p| p.command_line.clone()),
+            user: from.map(|p| p.user.to_string()),
+            guid: from.map(|p| p.guid.clone()),
+        };
+        table.set_last_signal(target, snapshot);
+    }
+
+    /// The termination event of `pid`, if it is watched. Call before the
+    /// exit is applied to the table.
+    pub fn termination(
+        &self,
+        table: &Table,
+        watch: &[String],
+        pid: u32,
+        exit_code: u32,
+        boot_ns: u64,
+    ) -> Option<ProcessTermination> {
+        let proc = table.get(pid)?;
+        if !termination::watched(watch, &proc.image) {
+            return None;
+        }
+        let mut event = ProcessTermination {
+            utc_time: self.utc_time(boot_ns),
+            process_guid: proc.guid.clone(),
+            process_id: pid,
+            image: proc.image.clone(),
+            command_line: proc.command_line.clone(),
+            user: proc.user.to_string(),
+            hostname: self.hostname.to_string(),
+            ..ProcessTermination::default()
+        };
+        event.set_exit(exit_code, proc.last_signal.as_ref());
+        Some(event)
     }
 
     /// Applies a fork record to `table`.

@@ -42,6 +42,9 @@ pub struct Proc {
     pub parent: Option<u32>,
     /// Kernel boot-clock time of the exit, once the process has exited.
     pub exited_ns: Option<u64>,
+    /// The last terminating signal another process sent it (watched
+    /// processes only).
+    pub last_signal: Option<super::termination::Sender>,
 }
 
 impl Proc {
@@ -57,6 +60,7 @@ impl Proc {
             creator: None,
             parent: Some(event.parent_process_id),
             exited_ns: None,
+            last_signal: None,
         }
     }
 }
@@ -147,9 +151,16 @@ impl Table {
             creator: Some(creator),
             parent: Some(creator),
             exited_ns: None,
+            last_signal: None,
             ..parent.clone()
         };
         self.insert(child, proc);
+    }
+
+    pub fn set_last_signal(&mut self, pid: u32, sender: super::termination::Sender) {
+        if let Some(proc) = self.procs.get_mut(&pid) {
+            proc.last_signal = Some(sender);
+        }
     }
 
     /// `pid` exited at `now_ns`; entries that exited more than
@@ -229,6 +240,7 @@ fn read_proc(enricher: &mut Enricher, dir: &Path, pid: u32) -> Option<Proc> {
         creator: None,
         parent: stat_ppid(&stat),
         exited_ns: None,
+        last_signal: None,
     })
 }
 
@@ -268,6 +280,7 @@ mod tests {
             creator: None,
             parent: None,
             exited_ns: None,
+            last_signal: None,
         }
     }
 

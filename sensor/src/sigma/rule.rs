@@ -40,14 +40,23 @@ pub struct LogSource {
 
 impl LogSource {
     /// Whether this sensor evaluates rules for this log source: category
-    /// `process_creation`, product `linux` or none, no service.
+    /// `process_creation` (execs) or `process_termination` (watched
+    /// processes' deaths), product `linux` or none, no service.
     pub fn is_linux_process_creation(&self) -> bool {
         let is = |v: &Option<String>, want: &str| {
             v.as_deref().is_some_and(|v| v.eq_ignore_ascii_case(want))
         };
-        is(&self.category, "process_creation")
+        (is(&self.category, "process_creation") || is(&self.category, "process_termination"))
             && (self.product.is_none() || is(&self.product, "linux"))
             && self.service.is_none()
+    }
+
+    /// A `process_termination` rule (evaluated on the termination events
+    /// of watched processes, not on execs).
+    pub fn is_termination(&self) -> bool {
+        self.category
+            .as_deref()
+            .is_some_and(|c| c.eq_ignore_ascii_case("process_termination"))
     }
 
     /// `category 'x', product 'y'` for skip reports.
