@@ -31,6 +31,7 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     EbpfContext as _,
+    bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::generated::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
         bpf_get_current_task, bpf_get_smp_processor_id, bpf_ktime_get_boot_ns,
@@ -373,7 +374,13 @@ fn capture(src: &Source) -> Option<()> {
     let total = argv_off + len as usize;
     // SAFETY: `buf` holds `total` initialised bytes inside the slot.
     let record = unsafe { core::slice::from_raw_parts(buf.cast_const(), total) };
-    if EVENTS.output::<[u8]>(record, 0).is_err() {
+    // Forced: the fork and exit records before it were written without a
+    // wake-up, so the kernel's adaptive rule (wake only when the ring was
+    // empty) would stay silent here too.
+    if EVENTS
+        .output::<[u8]>(record, BPF_RB_FORCE_WAKEUP as u64)
+        .is_err()
+    {
         count_lost();
     }
     Some(())
@@ -445,7 +452,17 @@ fn task_record(kind: u32, tgid: u32, creator: u32, value: u32, start_boottime: u
         // SAFETY: plain helper call.
         boot_ns: unsafe { bpf_ktime_get_boot_ns() },
     };
-    if EVENTS.output::<TaskRecord>(&rec, 0).is_err() {
+    // Forks and exits do not wake the reader: they ride along with the
+    // next exec record or the reader's periodic drain (every second).
+    // Waking it for each of them would triple the wake-ups of an exec storm
+    // (fork, exec, exit) for records nobody waits on. Signals do wake it:
+    // they are rare and may precede a watched process's death.
+    let flags = if kind == kind::SIGNAL {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    };
+    if EVENTS.output::<TaskRecord>(&rec, flags).is_err() {
         count_lost();
     }
 }

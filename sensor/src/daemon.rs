@@ -44,6 +44,9 @@ pub struct Pipeline {
     /// Termination events (and their alerts) produced since the last
     /// [`Pipeline::take_terminations`].
     terminations: Vec<(ProcessTermination, Vec<Alert>)>,
+    /// Every event is written out (`--all-events`), not only alerts: fill
+    /// the fields that are otherwise computed for alerts alone.
+    full_events: bool,
 }
 
 impl Pipeline {
@@ -60,7 +63,14 @@ impl Pipeline {
                 .map(|s| (*s).to_owned())
                 .collect(),
             terminations: Vec::new(),
+            full_events: false,
         }
+    }
+
+    /// Fill every field of every event (for `--all-events` and tests), not
+    /// only of those that raise an alert.
+    pub fn set_full_events(&mut self, full: bool) {
+        self.full_events = full;
     }
 
     /// Replaces the watched image prefixes (default: Kaspersky's).
@@ -142,10 +152,16 @@ impl Pipeline {
     /// The alert vector is empty (and unallocated) for the common case of no
     /// hit.
     pub fn exec(&mut self, rec: &ExecRecord) -> (ProcessCreate, Vec<Alert>) {
-        let event = self.enricher.process_create(rec, &mut self.table);
+        let mut event = self.enricher.process_create(rec, &mut self.table);
         self.hits.clear();
         self.engine
             .evaluate(&event, &mut self.hits, &mut self.scratch);
+        if self.full_events || !self.hits.is_empty() {
+            event.ancestor_images = self.table.ancestor_images(
+                event.parent_process_id,
+                crate::process::event::ANCESTORS_MAX,
+            );
+        }
         let mut alerts = Vec::new();
         if !self.hits.is_empty() {
             let process = serde_json::to_value(&event).unwrap_or_default();
@@ -210,6 +226,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let mut sensor = Sensor::start(&config.capture).context("starting exec capture")?;
     // Seed the table after attaching: an exec in between waits in the ring.
     let mut pipeline = Pipeline::new(engine, Enricher::new());
+    pipeline.set_full_events(config.all_events);
     info!(
         hook = ?sensor.hook(),
         processes = pipeline.table().len(),
@@ -227,7 +244,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                 read.context("reading the ring buffer")?;
                 process(&mut pipeline, &mut records, &mut sink, &config, &mut stats)?;
             }
-            _ = loss_check.tick() => report_loss(&sensor, &mut sink, &mut stats, pipeline.hostname())?,
+            _ = loss_check.tick() => {
+                // Forks and exits do not wake the reader (see sensor-ebpf);
+                // collect whatever waits, so a watched process's exit is
+                // reported within a tick even on an idle host.
+                sensor.drain_now(&mut records);
+                process(&mut pipeline, &mut records, &mut sink, &config, &mut stats)?;
+                report_loss(&sensor, &mut sink, &mut stats, pipeline.hostname())?;
+            }
             () = &mut shutdown => break,
         }
     }

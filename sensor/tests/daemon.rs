@@ -86,6 +86,12 @@ fn run_writes_an_alert_line_within_a_second_and_stops_on_sigterm() {
             .as_str()
             .is_some_and(|t| t.ends_with('Z'))
     );
+    // Alerts carry the ancestry (computed only for events written out).
+    let me = std::env::current_exe().expect("exe");
+    assert_eq!(
+        alert["process"]["AncestorImages"][0],
+        me.to_str().expect("utf-8")
+    );
 
     // SIGTERM: drain, flush, exit 0 within 5 s.
     // SAFETY: kill with a pid we own.

@@ -84,10 +84,14 @@ pub struct ProcessCreate {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub container_id: Option<String>,
     /// Images of the ancestors from the process table, nearest first (the
-    /// parent's is `ParentImage`), up to pid 1 or 32 levels.
+    /// parent's is `ParentImage`), up to pid 1 or [`ANCESTORS_MAX`] levels.
+    /// Filled for events that are written out (alerts, `--all-events`).
     pub ancestor_images: Vec<String>,
     pub hostname: String,
 }
+
+/// How far `AncestorImages` goes up.
+pub const ANCESTORS_MAX: usize = 32;
 
 pub(super) fn build(enricher: &mut Enricher, rec: &ExecRecord, table: &Table) -> ProcessCreate {
     let cwd = lossy(&rec.cwd);
@@ -170,7 +174,10 @@ pub(super) fn build(enricher: &mut Enricher, rec: &ExecRecord, table: &Table) ->
         gid: rec.gid,
         exec_thread_id: (rec.old_tid != 0 && rec.old_tid != rec.tgid).then_some(rec.old_tid),
         container_id: enricher.cgroups.container_id(rec.cgroup_id),
-        ancestor_images: table.ancestor_images(ppid, 32),
+        // Filled by the caller when the event is written out: walking and
+        // cloning up to 32 images per exec is wasted on the events that
+        // raise nothing (rules do not read this field).
+        ancestor_images: Vec::new(),
         hostname: enricher.hostname.to_string(),
     }
 }

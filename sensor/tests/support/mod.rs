@@ -70,7 +70,8 @@ impl Harness {
             loaded.errors
         );
         let engine = Engine::new(std::sync::Arc::new(loaded.rules));
-        let pipeline = Pipeline::new(engine, Enricher::new());
+        let mut pipeline = Pipeline::new(engine, Enricher::new());
+        pipeline.set_full_events(true);
         Harness {
             runtime,
             sensor,
