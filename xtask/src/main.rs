@@ -4,6 +4,7 @@
 //! - `run`: setup, build, start the daemon in the foreground.
 //! - `test`: setup, lint, run every test.
 
+mod bench;
 mod run;
 mod setup;
 mod test;
@@ -27,6 +28,8 @@ enum Command {
     Run(run::Options),
     /// Set up, check formatting and lints, and run every test.
     Test(test::Options),
+    /// Benchmarks (`bench exec`).
+    Bench(bench::Options),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +37,7 @@ fn main() -> ExitCode {
         Command::Setup(opts) => setup::run(&opts),
         Command::Run(opts) => run::run(opts),
         Command::Test(opts) => test::run(&opts),
+        Command::Bench(opts) => bench::run(&opts),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

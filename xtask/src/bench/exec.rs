@@ -1,0 +1,347 @@
+//! `cargo xtask bench exec`: what the sensor costs a host that execs as
+//! fast as it can, measured side by side in one run.
+//!
+//! An exec storm (threads spawning `/bin/true`, no shell in the loop, 1% of
+//! them a stand-in `systemctl stop kesl` that a rule matches) runs for T
+//! seconds without the sensor, with it, without, with. The daemon runs
+//! with the bundled rules plus the SigmaHQ corpus and `--all-events`, so
+//! every exec it saw is in its output and can be matched by pid. Printed:
+//! exec rates and their ratio; execs seen vs done and the records the
+//! kernel reported lost; daemon CPU per 1,000 execs; its peak RSS; and
+//! exec -> alert latency (the kernel's exec timestamp, `UtcTime`, against
+//! the alert's `timestamp`, taken when the line is built and written).
+
+use std::{
+    collections::HashSet,
+    io::{BufRead as _, BufReader},
+    path::Path,
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::{status, workspace_root};
+
+#[derive(clap::Args, Clone)]
+pub struct ExecOptions {
+    /// Seconds per storm.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Storm threads (default: one per core).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Ring buffer sizes to sweep (bytes); each gets its own run with the
+    /// sensor. Empty: the daemon's default only.
+    #[arg(long = "ringbuf-size", value_name = "BYTES")]
+    pub ringbuf_sizes: Vec<u32>,
+}
+
+/// What one storm did.
+struct Storm {
+    execs: u64,
+    seconds: f64,
+    pids: HashSet<u32>,
+}
+
+impl Storm {
+    fn rate(&self) -> f64 {
+        self.execs as f64 / self.seconds
+    }
+}
+
+/// What the daemon did during one storm.
+struct Sensed {
+    seen: usize,
+    lost: u64,
+    cpu_seconds: f64,
+    peak_rss_kib: u64,
+    latencies_us: Vec<f64>,
+    alerts: usize,
+}
+
+pub fn run(opts: &ExecOptions) -> anyhow::Result<()> {
+    let root = workspace_root();
+    status(Command::new("cargo").current_dir(&root).args([
+        "build",
+        "--release",
+        "--package",
+        "sensor",
+        "--bin",
+        "sigexec",
+    ]))?;
+    let sigexec = root.join("target/release/sigexec");
+    let workers = opts.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    });
+    let dir = std::env::temp_dir().join(format!("sigexec-bench-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("bin"))?;
+    let systemctl = dir.join("bin/systemctl");
+    std::fs::copy("/bin/true", &systemctl).context("copying /bin/true")?;
+    let corpus = root.join("sensor/tests/sigma/sigmahq-linux");
+    let seconds = Duration::from_secs(opts.seconds);
+
+    println!(
+        "exec storm: {workers} workers x {}s, 1% matching execs, bundled + SigmaHQ rules",
+        opts.seconds
+    );
+    let mut rows = Vec::new();
+    let sizes: Vec<Option<u32>> = if opts.ringbuf_sizes.is_empty() {
+        vec![None]
+    } else {
+        opts.ringbuf_sizes.iter().copied().map(Some).collect()
+    };
+    for size in sizes {
+        // Interleaved: without, with, without, with.
+        for _ in 0..2 {
+            let base = storm(workers, seconds, &systemctl);
+            let (with, sensed) = with_sensor(&sigexec, &corpus, &dir, size, || {
+                storm(workers, seconds, &systemctl)
+            })?;
+            rows.push((size, base, with, sensed));
+        }
+    }
+    print_table(&rows);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+fn storm(workers: usize, length: Duration, systemctl: &Path) -> Storm {
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let handles: Vec<_> = (0..workers)
+        .map(|w| {
+            let stop = Arc::clone(&stop);
+            let systemctl = systemctl.to_path_buf();
+            std::thread::spawn(move || {
+                let mut pids = Vec::new();
+                let mut n: u64 = w as u64;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    let mut cmd = if n.is_multiple_of(100) {
+                        let mut c = Command::new(&systemctl);
+                        c.args(["stop", "kesl"]);
+                        c
+                    } else {
+                        Command::new("/bin/true")
+                    };
+                    if let Ok(mut child) = cmd.stdout(Stdio::null()).spawn() {
+                        pids.push(child.id());
+                        let _ = child.wait();
+                    }
+                }
+                pids
+            })
+        })
+        .collect();
+    std::thread::sleep(length);
+    stop.store(true, Ordering::Relaxed);
+    let mut pids = HashSet::new();
+    let mut execs = 0;
+    for h in handles {
+        for pid in h.join().unwrap_or_default() {
+            execs += 1;
+            pids.insert(pid);
+        }
+    }
+    Storm {
+        execs,
+        seconds: start.elapsed().as_secs_f64(),
+        pids,
+    }
+}
+
+fn with_sensor(
+    sigexec: &Path,
+    corpus: &Path,
+    dir: &Path,
+    ringbuf: Option<u32>,
+    load: impl FnOnce() -> Storm,
+) -> anyhow::Result<(Storm, Sensed)> {
+    let output = dir.join("out.jsonl");
+    let _ = std::fs::remove_file(&output);
+    let mut cmd = Command::new(sigexec);
+    cmd.args(["run", "--all-events", "--rules"])
+        .arg(corpus)
+        .arg("--output")
+        .arg(&output)
+        .stderr(Stdio::piped());
+    if let Some(size) = ringbuf {
+        cmd.args(["--ringbuf-size", &size.to_string()]);
+    }
+    let mut daemon = cmd.spawn().context("starting sigexec run")?;
+    let log = wait_ready(&mut daemon)?;
+    let pid = daemon.id();
+    let cpu0 = cpu_seconds(pid)?;
+    let storm = load();
+    // Let the daemon drain what the storm left in the ring.
+    std::thread::sleep(Duration::from_millis(1500));
+    let cpu = cpu_seconds(pid)? - cpu0;
+    let peak_rss_kib = peak_rss_kib(pid)?;
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let status = daemon.wait()?;
+    let _ = log.join();
+    if !status.success() {
+        bail!("sigexec run exited with {status}");
+    }
+    let text = std::fs::read_to_string(&output).context("reading the daemon's output")?;
+    let mut seen = HashSet::new();
+    let mut lost = 0;
+    let mut latencies_us = Vec::new();
+    let mut alerts = 0;
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).context("output line is JSON")?;
+        match v["kind"].as_str() {
+            Some("event") => {
+                if let Some(p) = v["process"]["ProcessId"].as_u64() {
+                    seen.insert(p as u32);
+                }
+            }
+            Some("loss") => lost += v["lost"].as_u64().unwrap_or(0),
+            Some("alert") => {
+                alerts += 1;
+                let written = v["timestamp"].as_str().and_then(rfc3339_ns);
+                let exec = v["process"]["UtcTime"].as_str().and_then(rfc3339_ns);
+                if let (Some(w), Some(e)) = (written, exec) {
+                    latencies_us.push((w - e) as f64 / 1000.0);
+                }
+            }
+            _ => {}
+        }
+    }
+    let seen = storm.pids.iter().filter(|p| seen.contains(p)).count();
+    Ok((
+        storm,
+        Sensed {
+            seen,
+            lost,
+            cpu_seconds: cpu,
+            peak_rss_kib,
+            latencies_us,
+            alerts,
+        },
+    ))
+}
+
+/// Waits for "sigexec ready" on the daemon's stderr, then keeps draining
+/// it on a thread.
+fn wait_ready(daemon: &mut Child) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    let stderr = daemon.stderr.take().context("daemon stderr")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let handle = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("sigexec ready") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .context("sigexec did not become ready within 60 s")?;
+    Ok(handle)
+}
+
+fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after = &stat[stat.rfind(')').context("stat format")? + 1..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let utime: f64 = fields.get(11).context("utime")?.parse()?;
+    let stime: f64 = fields.get(12).context("stime")?.parse()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok((utime + stime) / hz)
+}
+
+fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("VmHWM")
+}
+
+/// `2026-12-03T18:47:35.123456789Z` -> ns since the epoch.
+fn rfc3339_ns(s: &str) -> Option<i128> {
+    let (date, time) = s.strip_suffix('Z')?.split_once('T')?;
+    let mut d = date.split('-').map(|p| p.parse::<i64>());
+    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let mut t = hms.split(':').map(|p| p.parse::<i64>());
+    let (h, min, sec) = (t.next()?.ok()?, t.next()?.ok()?, t.next()?.ok()?);
+    let ns: i64 = format!("{frac:0<9}").get(..9)?.parse().ok()?;
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + h * 3600 + min * 60 + sec;
+    Some(secs as i128 * 1_000_000_000 + ns as i128)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn print_table(rows: &[(Option<u32>, Storm, Storm, Sensed)]) {
+    println!(
+        "\n| ring | exec/s without | exec/s with | ratio | execs | seen | lost | CPU % of a core per 1k exec/s | peak RSS MiB | alerts | latency p50 / p99 / max ms |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for (size, base, with, s) in rows {
+        let mut lat = s.latencies_us.clone();
+        lat.sort_by(f64::total_cmp);
+        // CPU seconds per 1,000 execs = share of one core at 1,000 exec/s.
+        let cpu_per_k = s.cpu_seconds / with.execs as f64 * 1000.0 * 100.0;
+        println!(
+            "| {} | {:.0} | {:.0} | {:.3} | {} | {} | {} | {:.2} | {:.1} | {} | {:.2} / {:.2} / {:.2} |",
+            size.map_or("default".to_owned(), |s| format!("{} KiB", s / 1024)),
+            base.rate(),
+            with.rate(),
+            with.rate() / base.rate(),
+            with.execs,
+            s.seen,
+            s.lost,
+            cpu_per_k,
+            s.peak_rss_kib as f64 / 1024.0,
+            s.alerts,
+            percentile(&lat, 0.5) / 1000.0,
+            percentile(&lat, 0.99) / 1000.0,
+            lat.last().copied().unwrap_or(f64::NAN) / 1000.0,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rfc3339_ns;
+
+    #[test]
+    fn parses_the_daemons_timestamps() {
+        assert_eq!(
+            rfc3339_ns("1970-01-01T00:00:01.000000002Z"),
+            Some(1_000_000_002)
+        );
+        let a = rfc3339_ns("2026-12-03T23:59:59.999999999Z").expect("parse");
+        let b = rfc3339_ns("2026-12-04T00:00:00.000000000Z").expect("parse");
+        assert_eq!(b - a, 1);
+        assert_eq!(
+            rfc3339_ns("2024-03-01T00:00:00.5Z").map(|n| n % 1_000_000_000),
+            Some(500_000_000)
+        );
+    }
+}
