@@ -209,6 +209,14 @@ pub struct Alert {
     #[serde(rename = "match")]
     pub evidence: Evidence,
     pub host: Host,
+    /// `stopping` when systemd was shutting the host down as the alert
+    /// fired (the level is then lowered; see `host_state`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_state: Option<String>,
+    /// Alerts folded into this one (same process, or the service manager
+    /// carrying out this command); see `incident`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub related: Vec<crate::incident::Related>,
     pub process: serde_json::Value,
 }
 
@@ -268,6 +276,8 @@ impl Alert {
             host: Host {
                 hostname: hostname.to_owned(),
             },
+            host_state: None,
+            related: Vec::new(),
             process,
         }
     }

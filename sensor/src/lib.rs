@@ -10,6 +10,8 @@
 //!   pure, no I/O.
 //! - [`engine`]: evaluates events against the rule set, with `Image`
 //!   aliases, producing [`engine::Alert`]s.
+//! - [`incident`]: folds alerts of one act into one; [`host_state`]:
+//!   lowers alerts raised while the host shuts down.
 //! - [`sinks`]: writes alerts (JSON lines).
 //! - [`rules`]: where rule text comes from (bundled, directories).
 //! - [`daemon`]: the `run` loop wiring it all, signals, shutdown drain.
@@ -20,6 +22,8 @@ pub mod capture;
 pub mod cli;
 pub mod daemon;
 pub mod engine;
+pub mod host_state;
+pub mod incident;
 pub mod process;
 pub mod replay;
 pub mod rules;

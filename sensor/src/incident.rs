@@ -1,0 +1,292 @@
+//! One incident, one alert.
+//!
+//! Two patterns would otherwise page a SOC twice for one act:
+//! - several rules firing on the same exec (`systemctl stop kesl` matches
+//!   SigmaHQ's rule and the pack's service-manager rule);
+//! - the stop that systemd carries out for a client: right after
+//!   `systemctl stop kesl`, PID 1 execs the unit's `ExecStop`
+//!   (`.../init.d/kesl stop`), which the same rules match again.
+//!
+//! [`Incidents`] holds each new alert for a short window ([`DEFAULT_HOLD`],
+//! well inside the "alert within a second" promise). An alert that belongs
+//! to a held one is folded into it as a `related` entry instead of being
+//! written: same process (`ProcessGuid`), or a process PID 1 started whose
+//! command line names the unit the held alert's command acted on. The
+//! held alert is written when its window ends, with everything folded in.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::engine::Alert;
+
+/// How long an alert waits for related ones before it is written.
+pub const DEFAULT_HOLD: Duration = Duration::from_millis(400);
+
+/// A folded alert, as listed in the alert it joined.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Related {
+    pub rule_id: Option<String>,
+    pub rule_title: String,
+    pub level: Option<String>,
+    /// Why it was folded: `same_process` or `service_manager`.
+    pub reason: &'static str,
+    #[serde(rename = "ProcessId")]
+    pub process_id: Option<u64>,
+    #[serde(rename = "Image")]
+    pub image: Option<String>,
+    #[serde(rename = "CommandLine")]
+    pub command_line: Option<String>,
+    #[serde(rename = "UtcTime")]
+    pub utc_time: Option<String>,
+}
+
+struct Held {
+    alert: Alert,
+    until: Instant,
+}
+
+/// Alerts waiting for their window to close.
+pub struct Incidents {
+    hold: Duration,
+    held: Vec<Held>,
+}
+
+impl Incidents {
+    pub fn new(hold: Duration) -> Incidents {
+        Incidents {
+            hold,
+            held: Vec::new(),
+        }
+    }
+
+    /// Takes a new alert: folds it into a held one, or holds it.
+    pub fn push(&mut self, alert: Alert, now: Instant) {
+        for held in &mut self.held {
+            if let Some(reason) = belongs(&held.alert, &alert) {
+                held.alert.related.push(related(&alert, reason));
+                // A folded alert of a higher level raises the incident.
+                if rank(alert.rule.level.as_deref()) > rank(held.alert.rule.level.as_deref()) {
+                    held.alert.rule.level = alert.rule.level.clone();
+                }
+                return;
+            }
+        }
+        self.held.push(Held {
+            alert,
+            until: now + self.hold,
+        });
+    }
+
+    /// Alerts whose window has closed, in arrival order.
+    pub fn ready(&mut self, now: Instant) -> Vec<Alert> {
+        let (done, keep): (Vec<Held>, Vec<Held>) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|h| h.until <= now);
+        self.held = keep;
+        done.into_iter().map(|h| h.alert).collect()
+    }
+
+    /// Every held alert, now (shutdown).
+    pub fn flush(&mut self) -> Vec<Alert> {
+        std::mem::take(&mut self.held)
+            .into_iter()
+            .map(|h| h.alert)
+            .collect()
+    }
+
+    /// When the next held alert is due, if any.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.held.iter().map(|h| h.until).min()
+    }
+}
+
+fn str_of<'a>(alert: &'a Alert, field: &str) -> Option<&'a str> {
+    alert.process.get(field).and_then(|v| v.as_str())
+}
+
+/// Why `new` belongs to the incident of `held`, if it does.
+fn belongs(held: &Alert, new: &Alert) -> Option<&'static str> {
+    let guid = str_of(held, "ProcessGuid");
+    if guid.is_some() && guid == str_of(new, "ProcessGuid") {
+        return Some("same_process");
+    }
+    // systemd (PID 1) running the unit's own command for the held client.
+    let started_by_init = new.process.get("ParentProcessId").and_then(|v| v.as_u64()) == Some(1);
+    if !started_by_init {
+        return None;
+    }
+    let unit = acted_on_unit(held)?;
+    let cmd = str_of(new, "CommandLine")?;
+    cmd.split(|c: char| c == '/' || c.is_whitespace())
+        .any(|word| word == unit)
+        .then_some("service_manager")
+}
+
+/// The unit a service-manager command acted on: its last argument that is
+/// not an option, without a `.service` suffix (`systemctl stop kesl.service`
+/// -> `kesl`; `service kesl stop` -> `kesl`).
+fn acted_on_unit(alert: &Alert) -> Option<&str> {
+    let argv: Vec<&str> = alert
+        .process
+        .get("Argv")?
+        .as_array()?
+        .iter()
+        .filter_map(|a| a.as_str())
+        .collect();
+    let tool = argv.first()?.rsplit('/').next()?;
+    let args = argv.get(1..)?;
+    let unit = match tool {
+        // `service NAME VERB`
+        "service" | "invoke-rc.d" | "rc-service" => args.iter().find(|a| !a.starts_with('-'))?,
+        _ => args.iter().rev().find(|a| !a.starts_with('-'))?,
+    };
+    Some(unit.strip_suffix(".service").unwrap_or(unit))
+}
+
+fn related(alert: &Alert, reason: &'static str) -> Related {
+    Related {
+        rule_id: alert.rule.id.clone(),
+        rule_title: alert.rule.title.clone(),
+        level: alert.rule.level.clone(),
+        reason,
+        process_id: alert.process.get("ProcessId").and_then(|v| v.as_u64()),
+        image: str_of(alert, "Image").map(str::to_owned),
+        command_line: str_of(alert, "CommandLine").map(str::to_owned),
+        utc_time: str_of(alert, "UtcTime").map(str::to_owned),
+    }
+}
+
+fn rank(level: Option<&str>) -> u8 {
+    match level {
+        Some("informational") => 1,
+        Some("low") => 2,
+        Some("medium") => 3,
+        Some("high") => 4,
+        Some("critical") => 5,
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::engine::{Evidence, Host, ImageAs, RuleRef};
+
+    fn alert(rule: &str, level: &str, process: serde_json::Value) -> Alert {
+        Alert {
+            timestamp: String::new(),
+            kind: "alert",
+            rule: RuleRef {
+                id: Some(rule.into()),
+                title: rule.into(),
+                level: Some(level.into()),
+                status: None,
+                tags: Vec::new(),
+                description: None,
+                falsepositives: Vec::new(),
+                references: Vec::new(),
+                author: None,
+                source: String::new(),
+            },
+            evidence: Evidence {
+                image_as: ImageAs::Resolved,
+                image: String::new(),
+                parent_image_as: ImageAs::Resolved,
+                parent_image: None,
+            },
+            host: Host {
+                hostname: "h".into(),
+            },
+            host_state: None,
+            related: Vec::new(),
+            process,
+        }
+    }
+
+    fn systemctl_stop() -> serde_json::Value {
+        json!({"ProcessGuid": "{a}", "ProcessId": 100, "ParentProcessId": 50,
+               "Image": "/usr/bin/systemctl", "CommandLine": "systemctl stop kesl.service",
+               "Argv": ["systemctl", "stop", "kesl.service"]})
+    }
+
+    fn exec_stop_from_pid1() -> serde_json::Value {
+        json!({"ProcessGuid": "{b}", "ProcessId": 101, "ParentProcessId": 1,
+               "Image": "/usr/bin/dash",
+               "CommandLine": "/bin/sh /var/opt/kaspersky/kesl/install-current/etc/init.d/kesl stop",
+               "Argv": ["/bin/sh", "/var/opt/kaspersky/kesl/install-current/etc/init.d/kesl", "stop"]})
+    }
+
+    #[test]
+    fn a_stop_and_the_exec_stop_systemd_runs_for_it_are_one_alert() {
+        let t0 = Instant::now();
+        let mut inc = Incidents::new(DEFAULT_HOLD);
+        inc.push(alert("seed", "high", systemctl_stop()), t0);
+        inc.push(alert("service", "high", systemctl_stop()), t0);
+        inc.push(
+            alert("seed", "high", exec_stop_from_pid1()),
+            t0 + Duration::from_millis(30),
+        );
+        assert!(
+            inc.ready(t0 + Duration::from_millis(100)).is_empty(),
+            "still held"
+        );
+        let out = inc.ready(t0 + DEFAULT_HOLD);
+        assert_eq!(out.len(), 1);
+        let reasons: Vec<_> = out[0].related.iter().map(|r| r.reason).collect();
+        assert_eq!(reasons, ["same_process", "service_manager"]);
+        assert_eq!(out[0].related[1].process_id, Some(101));
+    }
+
+    #[test]
+    fn unrelated_alerts_stay_apart() {
+        let t0 = Instant::now();
+        let mut inc = Incidents::new(DEFAULT_HOLD);
+        inc.push(alert("seed", "high", systemctl_stop()), t0);
+        // PID 1 stopping another unit is not this incident.
+        let mut other = exec_stop_from_pid1();
+        other["CommandLine"] = "/bin/sh /etc/init.d/nginx stop".into();
+        other["Argv"] = json!(["/bin/sh", "/etc/init.d/nginx", "stop"]);
+        inc.push(alert("seed", "high", other), t0);
+        // The same unit named by a user's shell, not by PID 1: a new act.
+        let mut by_user = exec_stop_from_pid1();
+        by_user["ParentProcessId"] = 77.into();
+        by_user["ProcessGuid"] = "{d}".into();
+        inc.push(alert("seed", "high", by_user), t0);
+        assert_eq!(inc.flush().len(), 3);
+    }
+
+    #[test]
+    fn a_more_severe_folded_alert_raises_the_incident() {
+        let t0 = Instant::now();
+        let mut inc = Incidents::new(DEFAULT_HOLD);
+        let p = json!({"ProcessGuid": "{c}", "Argv": ["kesl-control", "--stop-task", "1"]});
+        inc.push(alert("control", "high", p.clone()), t0);
+        inc.push(alert("file-protection", "critical", p), t0);
+        let out = inc.flush();
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].rule.level.as_deref(), Some("critical"));
+        assert_eq!(
+            out[0].related[0].rule_id.as_deref(),
+            Some("file-protection")
+        );
+    }
+
+    #[test]
+    fn service_style_argument_order() {
+        let a = alert(
+            "s",
+            "high",
+            json!({"Argv": ["/usr/sbin/service", "kesl", "stop"]}),
+        );
+        assert_eq!(acted_on_unit(&a), Some("kesl"));
+        let a = alert(
+            "s",
+            "high",
+            json!({"Argv": ["systemctl", "disable", "--now", "kesl-supervisor.service"]}),
+        );
+        assert_eq!(acted_on_unit(&a), Some("kesl-supervisor"));
+    }
+}
