@@ -1,0 +1,303 @@
+//! `sigexec run` as a service: config file, SIGHUP reload (all or nothing,
+//! no exec missed), refused rules directories, rate limit, `sigexec
+//! status`, bounded SIGTERM.
+
+mod service_support;
+mod support;
+
+use std::{collections::HashSet, path::Path, process::Command, time::Duration};
+
+use service_support::{Daemon, SIGEXEC, exec, json_lines, kesl_rule_text, rules_dir, wait_line};
+use support::{KESL_RULE, ebpf_allowed, fake_tool, tempdir};
+
+fn write_config(dir: &Path, rules: &Path, extra: &str) -> std::path::PathBuf {
+    let path = dir.join("config.yaml");
+    let text = format!(
+        "rules:\n  bundled: false\n  dirs: [{}]\nstats:\n  interval_secs: 0\n  socket: {}\n{extra}",
+        rules.display(),
+        dir.join("status.sock").display()
+    );
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+#[test]
+fn unknown_config_key_is_refused_naming_file_line_and_key() {
+    let (_guard, dir) = tempdir();
+    let config = dir.join("config.yaml");
+    std::fs::write(&config, "rules:\n  bundled: true\n  dirz: [/x]\n").expect("write");
+    let out = Command::new(SIGEXEC)
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run sigexec");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{}:3:3: rules: unknown field `dirz`, expected `bundled` or `dirs`",
+            config.display()
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn rules_dir_writable_by_others_is_refused_at_start() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let (_guard, dir) = tempdir();
+    let rules = rules_dir(&dir);
+    std::fs::set_permissions(&rules, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let config = write_config(&dir, &rules, "");
+    let out = Command::new(SIGEXEC)
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run sigexec");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("refusing rules from {}", rules.display())),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("anyone who can change the rules can blind the sensor"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn reload_storm_misses_no_exec() {
+    if !ebpf_allowed("reload_storm_misses_no_exec") {
+        return;
+    }
+    let (_guard, dir) = tempdir();
+    let rules = rules_dir(&dir);
+    std::fs::write(rules.join("kesl.yml"), kesl_rule_text()).expect("write rule");
+    let config = write_config(&dir, &rules, "");
+    let output = dir.join("events.jsonl");
+    let mut daemon = Daemon::start(&[
+        "--config",
+        config.to_str().expect("utf-8"),
+        "--all-events",
+        "--output",
+        output.to_str().expect("utf-8"),
+    ]);
+    let tool = fake_tool(&dir, "storm-probe");
+    let mut pids = HashSet::new();
+    let mut hups = 0;
+    for i in 0..400 {
+        if i % 8 == 0 {
+            daemon.signal(libc::SIGHUP);
+            hups += 1;
+        }
+        pids.insert(exec(&tool, &["storm"]));
+    }
+    // Every HUP reloads (coalesced while one is in flight), then a marker.
+    daemon.wait_log("reloaded", Duration::from_secs(20));
+    let marker = exec(&tool, &["marker"]);
+    wait_line(&output, Duration::from_secs(20), |v| {
+        v["process"]["ProcessId"] == marker
+    });
+    daemon.stop();
+    let seen: HashSet<u64> = json_lines(&output)
+        .iter()
+        .filter(|v| v["kind"] == "event" && v["process"]["Argv"][1] == "storm")
+        .filter_map(|v| v["process"]["ProcessId"].as_u64())
+        .collect();
+    let missing: Vec<_> = pids
+        .iter()
+        .filter(|p| !seen.contains(&u64::from(**p)))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of 400 execs missing: {missing:?}",
+        missing.len()
+    );
+    assert_eq!(seen.len(), 400);
+    let log = daemon.log();
+    assert!(log.iter().any(|l| l.contains("reloaded")));
+    assert!(
+        !log.iter().any(|l| l.contains("reload failed")),
+        "{}",
+        log.join("\n")
+    );
+    eprintln!(
+        "{hups} SIGHUPs, {} reloads",
+        log.iter().filter(|l| l.contains("reloaded")).count()
+    );
+}
+
+#[test]
+fn bad_rule_on_reload_keeps_the_old_rules_and_says_why() {
+    if !ebpf_allowed("bad_rule_on_reload_keeps_the_old_rules") {
+        return;
+    }
+    let (_guard, dir) = tempdir();
+    let rules = rules_dir(&dir);
+    std::fs::write(rules.join("kesl.yml"), kesl_rule_text()).expect("write rule");
+    let config = write_config(&dir, &rules, "");
+    let output = dir.join("alerts.jsonl");
+    let mut daemon = Daemon::start(&[
+        "--config",
+        config.to_str().expect("utf-8"),
+        "--output",
+        output.to_str().expect("utf-8"),
+    ]);
+
+    // A broken rule: the reload fails, says which file and why.
+    let bad = rules.join("bad.yml");
+    std::fs::write(
+        &bad,
+        "title: Broken\nlogsource:\n  product: linux\n  category: process_creation\ndetection:\n  selection:\n    CommandLine|contians: kesl\n  condition: selection\n",
+    )
+    .expect("write bad rule");
+    daemon.signal(libc::SIGHUP);
+    let failed = daemon.wait_log("reload failed", Duration::from_secs(20));
+    assert!(
+        failed.contains("keeping the previous config and rules"),
+        "{failed}"
+    );
+    let log = daemon.log().join("\n");
+    assert!(
+        log.contains(&format!("{}:7:5: rule 'Broken'", bad.display())),
+        "{log}"
+    );
+
+    // The old rule still fires.
+    let systemctl = fake_tool(&dir, "systemctl");
+    let pid = exec(&systemctl, &["stop", "kesl"]);
+    let alert = wait_line(&output, Duration::from_secs(10), |v| {
+        v["process"]["ProcessId"] == pid
+    });
+    assert_eq!(alert["rule"]["id"], KESL_RULE);
+
+    // Fixed and extended: the reload succeeds and the new rule fires too.
+    std::fs::remove_file(&bad).expect("rm bad rule");
+    std::fs::write(
+        rules.join("probe.yml"),
+        "title: Reload probe\nid: 5e1f2b7a-0000-4000-8000-000000000001\nlevel: low\nlogsource:\n  product: linux\n  category: process_creation\ndetection:\n  selection:\n    CommandLine|contains: sigexec-reload-probe\n  condition: selection\n",
+    )
+    .expect("write probe rule");
+    daemon.signal(libc::SIGHUP);
+    let reloaded = daemon.wait_log("reloaded", Duration::from_secs(20));
+    assert!(reloaded.contains("rules=2"), "{reloaded}");
+    let probe = exec(&systemctl, &["sigexec-reload-probe"]);
+    let alert = wait_line(&output, Duration::from_secs(10), |v| {
+        v["process"]["ProcessId"] == probe
+    });
+    assert_eq!(alert["rule"]["title"], "Reload probe");
+
+    // sigexec status reports the counters.
+    let out = Command::new(SIGEXEC)
+        .args(["status", "--socket"])
+        .arg(dir.join("status.sock"))
+        .output()
+        .expect("sigexec status");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
+    assert_eq!(status["rules"], 2);
+    assert_eq!(status["reloads"], 1);
+    assert_eq!(status["reload_failures"], 1);
+    assert_eq!(status["alerts_by_rule"][KESL_RULE], 1);
+    assert_eq!(
+        status["alerts_by_rule"]["5e1f2b7a-0000-4000-8000-000000000001"],
+        1
+    );
+    assert!(
+        status["events"].as_u64().is_some_and(|n| n >= 2),
+        "{status}"
+    );
+    assert!(
+        status["process_table"].as_u64().is_some_and(|n| n > 0),
+        "{status}"
+    );
+    assert!(status["uptime_secs"].is_u64(), "{status}");
+    assert_eq!(status["lost"], 0);
+    daemon.stop();
+}
+
+#[test]
+fn rate_limit_passes_the_first_alert_and_counts_the_rest() {
+    if !ebpf_allowed("rate_limit_passes_the_first_alert") {
+        return;
+    }
+    let (_guard, dir) = tempdir();
+    let rules = rules_dir(&dir);
+    std::fs::write(rules.join("kesl.yml"), kesl_rule_text()).expect("write rule");
+    let output = dir.join("alerts.jsonl");
+    let config = write_config(
+        &dir,
+        &rules,
+        &format!(
+            "rate_limit:\n  burst: 2\n  per_second: 0\nsinks:\n  - type: file\n    path: {}\n    fsync: always\n",
+            output.display()
+        ),
+    );
+    let mut daemon = Daemon::start(&["--config", config.to_str().expect("utf-8")]);
+    let systemctl = fake_tool(&dir, "systemctl");
+    let pids: Vec<u32> = (0..5)
+        .map(|_| exec(&systemctl, &["stop", "kesl"]))
+        .collect();
+    let marker = exec(&systemctl, &["status", "marker"]);
+    let _ = marker;
+    // The two allowed alerts arrive; then stop, which writes the summary.
+    wait_line(&output, Duration::from_secs(10), |v| {
+        v["process"]["ProcessId"] == pids[1]
+    });
+    daemon.stop();
+    let lines = json_lines(&output);
+    let alerted: Vec<_> = lines
+        .iter()
+        .filter(|v| v["kind"] == "alert")
+        .map(|v| v["process"]["ProcessId"].clone())
+        .collect();
+    assert_eq!(alerted, [pids[0], pids[1]]);
+    let summary: Vec<_> = lines.iter().filter(|v| v["kind"] == "rate_limit").collect();
+    assert_eq!(summary.len(), 1, "{lines:?}");
+    assert_eq!(summary[0]["rule"]["id"], KESL_RULE);
+    assert_eq!(summary[0]["suppressed"], 3);
+}
+
+#[test]
+fn second_sigterm_stops_at_once() {
+    if !ebpf_allowed("second_sigterm_stops_at_once") {
+        return;
+    }
+    let (_guard, dir) = tempdir();
+    let rules = rules_dir(&dir);
+    // A TCP syslog sink to a listener that never reads keeps the flush
+    // from finishing, so only the second signal can end the stop.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let config = write_config(
+        &dir,
+        &rules,
+        &format!(
+            "capture:\n  all_events: true\nshutdown_timeout_secs: 60\nsinks:\n  - type: syslog\n    transport: tcp\n    address: \"{addr}\"\n    backlog: 100000\n"
+        ),
+    );
+    let mut daemon = Daemon::start(&["--config", config.to_str().expect("utf-8")]);
+    let (_conn, _) = listener.accept().expect("sigexec connects");
+    // Fill the socket buffers: events are ~2 KiB each.
+    let tool = fake_tool(&dir, "filler");
+    let long = "x".repeat(60_000);
+    for _ in 0..200 {
+        exec(&tool, &[&long]);
+    }
+    daemon.signal(libc::SIGTERM);
+    daemon.wait_log("draining and stopping", Duration::from_secs(10));
+    assert!(daemon.child.try_wait().expect("try_wait").is_none());
+    daemon.signal(libc::SIGTERM);
+    let status = daemon.wait_exit(Duration::from_secs(5));
+    assert_eq!(status.code(), Some(1), "{}", daemon.log().join("\n"));
+    assert!(
+        daemon.count_log("stopping now") == 1,
+        "{}",
+        daemon.log().join("\n")
+    );
+}
