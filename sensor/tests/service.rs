@@ -7,8 +7,10 @@ mod support;
 
 use std::{collections::HashSet, path::Path, process::Command, time::Duration};
 
-use service_support::{Daemon, SIGEXEC, exec, json_lines, kesl_rule_text, rules_dir, wait_line};
-use support::{KESL_RULE, ebpf_allowed, fake_tool, tempdir};
+use service_support::{
+    Daemon, SIGEXEC, exec, json_lines, kesl_rule_text, rules_dir, unique_rule, wait_line,
+};
+use support::{ebpf_allowed, fake_tool, tempdir};
 
 fn write_config(dir: &Path, rules: &Path, extra: &str) -> std::path::PathBuf {
     let path = dir.join("config.yaml");
@@ -135,7 +137,8 @@ fn bad_rule_on_reload_keeps_the_old_rules_and_says_why() {
     }
     let (_guard, dir) = tempdir();
     let rules = rules_dir(&dir);
-    std::fs::write(rules.join("kesl.yml"), kesl_rule_text()).expect("write rule");
+    let token = format!("sigexec-old-rule-{}", std::process::id());
+    let old_id = unique_rule(&rules, "old", &token);
     let config = write_config(&dir, &rules, "");
     let output = dir.join("alerts.jsonl");
     let mut daemon = Daemon::start(&[
@@ -166,27 +169,24 @@ fn bad_rule_on_reload_keeps_the_old_rules_and_says_why() {
 
     // The old rule still fires.
     let systemctl = fake_tool(&dir, "systemctl");
-    let pid = exec(&systemctl, &["stop", "kesl"]);
+    let pid = exec(&systemctl, &[&token]);
     let alert = wait_line(&output, Duration::from_secs(10), |v| {
         v["process"]["ProcessId"] == pid
     });
-    assert_eq!(alert["rule"]["id"], KESL_RULE);
+    assert_eq!(alert["rule"]["id"], old_id.as_str());
 
     // Fixed and extended: the reload succeeds and the new rule fires too.
     std::fs::remove_file(&bad).expect("rm bad rule");
-    std::fs::write(
-        rules.join("probe.yml"),
-        "title: Reload probe\nid: 5e1f2b7a-0000-4000-8000-000000000001\nlevel: low\nlogsource:\n  product: linux\n  category: process_creation\ndetection:\n  selection:\n    CommandLine|contains: sigexec-reload-probe\n  condition: selection\n",
-    )
-    .expect("write probe rule");
+    let probe_token = format!("sigexec-reload-probe-{}", std::process::id());
+    let probe_id = unique_rule(&rules, "probe", &probe_token);
     daemon.signal(libc::SIGHUP);
     let reloaded = daemon.wait_log("reloaded", Duration::from_secs(20));
     assert!(reloaded.contains("rules=2"), "{reloaded}");
-    let probe = exec(&systemctl, &["sigexec-reload-probe"]);
+    let probe = exec(&systemctl, &[&probe_token]);
     let alert = wait_line(&output, Duration::from_secs(10), |v| {
         v["process"]["ProcessId"] == probe
     });
-    assert_eq!(alert["rule"]["title"], "Reload probe");
+    assert_eq!(alert["rule"]["id"], probe_id.as_str());
 
     // sigexec status reports the counters.
     let out = Command::new(SIGEXEC)
@@ -203,11 +203,10 @@ fn bad_rule_on_reload_keeps_the_old_rules_and_says_why() {
     assert_eq!(status["rules"], 2);
     assert_eq!(status["reloads"], 1);
     assert_eq!(status["reload_failures"], 1);
-    assert_eq!(status["alerts_by_rule"][KESL_RULE], 1);
-    assert_eq!(
-        status["alerts_by_rule"]["5e1f2b7a-0000-4000-8000-000000000001"],
-        1
-    );
+    assert_eq!(status["alerts_by_rule"][&old_id], 1);
+    assert_eq!(status["alerts_by_rule"][&probe_id], 1);
+    assert_eq!(status["alerts"], 2);
+    assert_eq!(status["alerts"], 2);
     assert!(
         status["events"].as_u64().is_some_and(|n| n >= 2),
         "{status}"
@@ -228,7 +227,8 @@ fn rate_limit_passes_the_first_alert_and_counts_the_rest() {
     }
     let (_guard, dir) = tempdir();
     let rules = rules_dir(&dir);
-    std::fs::write(rules.join("kesl.yml"), kesl_rule_text()).expect("write rule");
+    let token = format!("sigexec-rate-limit-{}", std::process::id());
+    let id = unique_rule(&rules, "limited", &token);
     let output = dir.join("alerts.jsonl");
     let config = write_config(
         &dir,
@@ -240,11 +240,7 @@ fn rate_limit_passes_the_first_alert_and_counts_the_rest() {
     );
     let mut daemon = Daemon::start(&["--config", config.to_str().expect("utf-8")]);
     let systemctl = fake_tool(&dir, "systemctl");
-    let pids: Vec<u32> = (0..5)
-        .map(|_| exec(&systemctl, &["stop", "kesl"]))
-        .collect();
-    let marker = exec(&systemctl, &["status", "marker"]);
-    let _ = marker;
+    let pids: Vec<u32> = (0..5).map(|_| exec(&systemctl, &[&token])).collect();
     // The two allowed alerts arrive; then stop, which writes the summary.
     wait_line(&output, Duration::from_secs(10), |v| {
         v["process"]["ProcessId"] == pids[1]
@@ -259,7 +255,7 @@ fn rate_limit_passes_the_first_alert_and_counts_the_rest() {
     assert_eq!(alerted, [pids[0], pids[1]]);
     let summary: Vec<_> = lines.iter().filter(|v| v["kind"] == "rate_limit").collect();
     assert_eq!(summary.len(), 1, "{lines:?}");
-    assert_eq!(summary[0]["rule"]["id"], KESL_RULE);
+    assert_eq!(summary[0]["rule"]["id"], id.as_str());
     assert_eq!(summary[0]["suppressed"], 3);
 }
 
@@ -300,4 +296,150 @@ fn second_sigterm_stops_at_once() {
         "{}",
         daemon.log().join("\n")
     );
+}
+
+#[test]
+fn sd_notify_ready_watchdog_reloading_and_stopping() {
+    if !ebpf_allowed("sd_notify") {
+        return;
+    }
+    let (_guard, dir) = tempdir();
+    let rules = rules_dir(&dir);
+    let config = write_config(&dir, &rules, "");
+    let socket_path = dir.join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).expect("bind notify");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let mut daemon = Daemon::spawn_env(
+        &["--config", config.to_str().expect("utf-8")],
+        &[
+            ("NOTIFY_SOCKET", socket_path.to_str().expect("utf-8")),
+            // 200 ms: pings every 100 ms.
+            ("WATCHDOG_USEC", "200000"),
+        ],
+    );
+    let recv = || {
+        let mut buf = [0u8; 4096];
+        let n = loop {
+            match socket.recv(&mut buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                r => break r.expect("a notify message within 20 s"),
+            }
+        };
+        String::from_utf8_lossy(&buf[..n]).trim_end().to_owned()
+    };
+    let ready = recv();
+    assert!(ready.lines().any(|l| l == "READY=1"), "{ready}");
+    assert!(
+        ready
+            .lines()
+            .any(|l| l == "STATUS=watching execs with 0 rules"),
+        "{ready}"
+    );
+    let next_not_watchdog = || loop {
+        let m = recv();
+        if m != "WATCHDOG=1" {
+            break m;
+        }
+    };
+    assert_eq!(recv(), "WATCHDOG=1");
+    daemon.signal(libc::SIGHUP);
+    assert!(next_not_watchdog().starts_with("RELOADING=1"));
+    assert_eq!(next_not_watchdog(), "READY=1");
+    daemon.signal(libc::SIGTERM);
+    assert_eq!(next_not_watchdog(), "STOPPING=1");
+    let status = daemon.wait_exit(Duration::from_secs(5));
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn sighup_reopens_the_alert_file_for_logrotate() {
+    if !ebpf_allowed("sighup_reopens_the_alert_file") {
+        return;
+    }
+    let (_guard, dir) = tempdir();
+    let rules = rules_dir(&dir);
+    std::fs::write(rules.join("kesl.yml"), kesl_rule_text()).expect("write rule");
+    let output = dir.join("alerts.jsonl");
+    let rotated = dir.join("alerts.jsonl.1");
+    let config = write_config(&dir, &rules, "");
+    let mut daemon = Daemon::start(&[
+        "--config",
+        config.to_str().expect("utf-8"),
+        "--output",
+        output.to_str().expect("utf-8"),
+    ]);
+    let systemctl = fake_tool(&dir, "systemctl");
+    let before = exec(&systemctl, &["stop", "kesl"]);
+    wait_line(&output, Duration::from_secs(10), |v| {
+        v["process"]["ProcessId"] == before
+    });
+    // logrotate: rename, then postrotate sends SIGHUP.
+    std::fs::rename(&output, &rotated).expect("rotate");
+    daemon.signal(libc::SIGHUP);
+    daemon.wait_log("sink reopened", Duration::from_secs(10));
+    let after = exec(&systemctl, &["stop", "kesl"]);
+    wait_line(&output, Duration::from_secs(10), |v| {
+        v["process"]["ProcessId"] == after
+    });
+    daemon.stop();
+    // Other tests' execs match the kesl rule too: keep ours.
+    let ours = |path: &Path| -> Vec<serde_json::Value> {
+        json_lines(path)
+            .iter()
+            .filter(|v| v["process"]["Image"] == systemctl.to_str().expect("utf-8"))
+            .map(|v| v["process"]["ProcessId"].clone())
+            .collect()
+    };
+    let (old, new) = (ours(&rotated), ours(&output));
+    assert_eq!(old, [before]);
+    assert_eq!(new, [after]);
+}
+
+#[test]
+fn stats_record_in_the_log_every_interval() {
+    if !ebpf_allowed("stats_record") {
+        return;
+    }
+    let (_guard, dir) = tempdir();
+    let rules = rules_dir(&dir);
+    let token = format!("sigexec-stats-{}", std::process::id());
+    let id = unique_rule(&rules, "counted", &token);
+    let config = dir.join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "rules:\n  bundled: false\n  dirs: [{}]\nstats:\n  interval_secs: 1\n  socket: ''\nsinks:\n  - type: file\n    path: {}\n",
+            rules.display(),
+            dir.join("alerts.jsonl").display()
+        ),
+    )
+    .expect("write config");
+    let mut daemon = Daemon::start(&["--config", config.to_str().expect("utf-8")]);
+    let systemctl = fake_tool(&dir, "systemctl");
+    exec(&systemctl, &[&token]);
+    // Every record from the next one on counts the alert.
+    let n = daemon.count_log(" stats ");
+    let line = daemon
+        .wait_log_n(" stats ", n + 2, Duration::from_secs(10))
+        .pop()
+        .expect("a stats line");
+    for field in [
+        "events=",
+        "events_per_second=",
+        "lost=0",
+        "alerts=1 ",
+        "alerts_suppressed=0",
+        "process_table=",
+        "rules=1",
+        "uptime_secs=",
+    ] {
+        assert!(line.contains(field), "{field} missing: {line}");
+    }
+    assert!(
+        line.contains(&format!("alerts_by_rule={{\"{id}\": 1}}")),
+        "{line}"
+    );
+    daemon.stop();
 }

@@ -28,9 +28,25 @@ impl Daemon {
     }
 
     pub fn spawn(args: &[&str]) -> Daemon {
-        let mut child = Command::new(SIGEXEC)
-            .arg("run")
+        Daemon::spawn_env(args, &[])
+    }
+
+    /// Like [`Daemon::spawn`], with extra environment variables.
+    pub fn spawn_env(args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        // WATCHDOG_PID must name sigexec itself: a shell that sets it to
+        // its own pid and then execs sigexec.
+        let mut cmd = if env.iter().any(|(k, _)| *k == "WATCHDOG_USEC") {
+            let mut c = Command::new("/bin/sh");
+            c.args(["-c", "WATCHDOG_PID=$$ exec \"$0\" run \"$@\"", SIGEXEC]);
+            c
+        } else {
+            let mut c = Command::new(SIGEXEC);
+            c.arg("run");
+            c
+        };
+        let mut child = cmd
             .args(args)
+            .envs(env.iter().copied())
             .env("SIGEXEC_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -192,4 +208,28 @@ pub fn exec(path: &Path, args: &[&str]) -> u32 {
     let pid = child.id();
     assert!(child.wait().expect("wait").success());
     pid
+}
+
+/// Writes `dir/NAME.yml`: a rule that fires only for command lines
+/// containing `token`, so that tests running at the same time (every
+/// daemon sees every exec on the machine) never trigger each other's
+/// rules. Returns the rule id.
+pub fn unique_rule(dir: &Path, name: &str, token: &str) -> String {
+    let id = format!(
+        "5e1f2b7a-{:04x}-4000-8000-{:012x}",
+        std::process::id() & 0xffff,
+        (std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_nanos()
+            & 0xffff_ffff_ffff) as u64
+    );
+    std::fs::write(
+        dir.join(format!("{name}.yml")),
+        format!(
+            "title: Test {name}\nid: {id}\nlevel: high\nlogsource:\n  product: linux\n  category: process_creation\ndetection:\n  selection:\n    CommandLine|contains: '{token}'\n  condition: selection\n"
+        ),
+    )
+    .expect("write rule");
+    id
 }
