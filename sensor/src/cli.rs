@@ -88,8 +88,13 @@ pub enum RulesCommand {
     /// Load and compile rules; print one line per problem; exit 1 if any.
     Check {
         /// Rule files or directories; the bundled rules when none is given.
-        #[arg(value_name = "PATH")]
+        #[arg(value_name = "PATH", conflicts_with = "config")]
         paths: Vec<PathBuf>,
+        /// Check what `sigexec run --config PATH` would load, with the
+        /// same loader (ownership checks included) that start and SIGHUP
+        /// use.
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
     },
     /// Print id, level, title and source of every loaded rule, one per
     /// line, tab-separated; problems go to stderr (exit 1 if any).

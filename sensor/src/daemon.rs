@@ -378,6 +378,11 @@ pub async fn run(
             return Ok(Stopped::Forced);
         }
     };
+    if listener.is_some()
+        && let Some(path) = &config.status_socket
+    {
+        let _ = std::fs::remove_file(path);
+    }
     info!(
         events = counters.events,
         alerts = counters.alerts,

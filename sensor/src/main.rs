@@ -16,7 +16,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run(args),
         Command::Replay(args) => replay_file(args),
-        Command::Rules(RulesCommand::Check { paths }) => rules_check(paths),
+        Command::Rules(RulesCommand::Check {
+            config: Some(path), ..
+        }) => rules_check_config(path),
+        Command::Rules(RulesCommand::Check { paths, .. }) => rules_check(paths),
         Command::Rules(RulesCommand::List(args)) => rules_list(args.into()),
         Command::Status { socket } => status(&socket),
     };
@@ -141,6 +144,27 @@ fn rules_check(paths: Vec<std::path::PathBuf>) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// `sigexec rules check --config PATH`: the daemon's own loader.
+fn rules_check_config(path: std::path::PathBuf) -> anyhow::Result<ExitCode> {
+    let source = config::Source {
+        overrides: config::Overrides {
+            config: Some(path),
+            ..config::Overrides::default()
+        },
+    };
+    let config = source.load()?;
+    match daemon::load_rules(&config) {
+        Ok(rules) => {
+            println!("{} rules loaded, 0 errors", rules.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }
 
 fn rules_list(sources: RuleSources) -> anyhow::Result<ExitCode> {

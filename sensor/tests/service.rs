@@ -443,3 +443,72 @@ fn stats_record_in_the_log_every_interval() {
     );
     daemon.stop();
 }
+
+#[test]
+fn stop_is_bounded_by_shutdown_timeout_when_a_sink_hangs() {
+    if !ebpf_allowed("stop_is_bounded") {
+        return;
+    }
+    let (_guard, dir) = tempdir();
+    let rules = rules_dir(&dir);
+    // A collector that accepts and never reads: the sink's writes block
+    // once the socket buffers are full.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let config = write_config(
+        &dir,
+        &rules,
+        &format!(
+            "capture:\n  all_events: true\nshutdown_timeout_secs: 1\nsinks:\n  - type: syslog\n    transport: tcp\n    address: \"{addr}\"\n    backlog: 100000\n"
+        ),
+    );
+    let mut daemon = Daemon::start(&["--config", config.to_str().expect("utf-8")]);
+    let (_conn, _) = listener.accept().expect("sigexec connects");
+    let tool = fake_tool(&dir, "filler");
+    let long = "x".repeat(60_000);
+    for _ in 0..200 {
+        exec(&tool, &[&long]);
+    }
+    daemon.signal(libc::SIGTERM);
+    // shutdown_timeout_secs: 1, well inside the 5 s wait_exit allows.
+    let status = daemon.wait_exit(Duration::from_secs(5));
+    assert_eq!(status.code(), Some(1), "{}", daemon.log().join("\n"));
+    assert_eq!(daemon.count_log("sinks did not flush within 1s"), 1);
+}
+
+#[test]
+fn rules_check_with_config_uses_the_daemon_loader() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let (_guard, dir) = tempdir();
+    let rules = rules_dir(&dir);
+    unique_rule(&rules, "one", "sigexec-check-one");
+    let config = write_config(&dir, &rules, "");
+    let check = || {
+        Command::new(SIGEXEC)
+            .args(["rules", "check", "--config"])
+            .arg(&config)
+            .output()
+            .expect("rules check")
+    };
+    let out = check();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "1 rules loaded, 0 errors"
+    );
+    std::fs::set_permissions(&rules, std::fs::Permissions::from_mode(0o775)).expect("chmod");
+    let out = check();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "refusing rules from {r}: {r} is writable by group or others (mode 775)",
+            r = rules.display()
+        )),
+        "{stderr}"
+    );
+}
