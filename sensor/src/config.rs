@@ -98,6 +98,9 @@ pub struct StatsFile {
     pub interval_secs: u64,
     /// Unix socket for `sigexec status`; empty turns it off.
     pub socket: PathBuf,
+    /// Prometheus text endpoint, `127.0.0.1:PORT` (loopback only: it has
+    /// no authentication); empty (the default) turns it off.
+    pub prometheus: String,
 }
 
 impl Default for StatsFile {
@@ -105,6 +108,7 @@ impl Default for StatsFile {
         StatsFile {
             interval_secs: 60,
             socket: PathBuf::from(DEFAULT_STATUS_SOCKET),
+            prometheus: String::new(),
         }
     }
 }
@@ -249,6 +253,23 @@ pub fn resolve(o: &Overrides, file: File) -> Result<daemon::Config, ConfigError>
         )));
     }
     let socket = o.status_socket.clone().unwrap_or(file.stats.socket);
+    let prometheus = match file.stats.prometheus.as_str() {
+        "" => None,
+        text => {
+            let addr: std::net::SocketAddr = text.parse().map_err(|_| {
+                invalid(format!(
+                    "stats.prometheus: '{text}' is not an address like 127.0.0.1:9464"
+                ))
+            })?;
+            if !addr.ip().is_loopback() {
+                return Err(invalid(format!(
+                    "stats.prometheus: {addr} is not a loopback address (the endpoint has no \
+                     authentication; use 127.0.0.1 or [::1])"
+                )));
+            }
+            Some(addr)
+        }
+    };
     Ok(daemon::Config {
         rules: RuleSources {
             bundled: file.rules.bundled && !o.no_bundled,
@@ -268,6 +289,7 @@ pub fn resolve(o: &Overrides, file: File) -> Result<daemon::Config, ConfigError>
         stats_interval: (file.stats.interval_secs > 0)
             .then(|| Duration::from_secs(file.stats.interval_secs)),
         status_socket: (!socket.as_os_str().is_empty()).then_some(socket),
+        prometheus,
         shutdown_timeout: Duration::from_secs_f64(shutdown),
     })
 }
@@ -442,6 +464,27 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "c.yaml: capture.ringbuf_size: 5000 is not a power of two of at least 4096"
+        );
+    }
+
+    #[test]
+    fn prometheus_endpoint_is_loopback_only() {
+        let o = Overrides {
+            config: Some("c.yaml".into()),
+            ..Overrides::default()
+        };
+        let file =
+            parse(Path::new("c.yaml"), "stats:\n  prometheus: 0.0.0.0:9464\n").expect("parse");
+        assert_eq!(
+            resolve(&o, file).expect_err("not loopback").to_string(),
+            "c.yaml: stats.prometheus: 0.0.0.0:9464 is not a loopback address (the endpoint has \
+             no authentication; use 127.0.0.1 or [::1])"
+        );
+        let file =
+            parse(Path::new("c.yaml"), "stats:\n  prometheus: '[::1]:9464'\n").expect("parse");
+        assert_eq!(
+            resolve(&o, file).expect("loopback").prometheus,
+            Some("[::1]:9464".parse().expect("addr"))
         );
     }
 

@@ -52,6 +52,8 @@ pub struct Config {
     /// How often a stats record is logged; `None`: never.
     pub stats_interval: Option<Duration>,
     pub status_socket: Option<PathBuf>,
+    /// Prometheus text endpoint (a loopback address); `None`: off.
+    pub prometheus: Option<std::net::SocketAddr>,
     /// From the stop request to exit, drain and flush included.
     pub shutdown_timeout: Duration,
 }
@@ -245,6 +247,16 @@ pub async fn run(
         },
         None => None,
     };
+    let metrics = match config.prometheus {
+        Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                error!(address = %addr, error = %e, "prometheus endpoint disabled");
+                None
+            }
+        },
+        None => None,
+    };
     let hook = sensor.hook();
     info!(
         hook = ?hook,
@@ -311,6 +323,12 @@ pub async fn run(
                     let mut body = serde_json::to_vec(&s).unwrap_or_default();
                     body.push(b'\n');
                     tokio::spawn(status::serve(stream, body));
+                }
+            }
+            conn = accept_tcp(metrics.as_ref()) => {
+                if let Ok(stream) = conn {
+                    let s = snapshot(&mut counters, &pipeline, &sinks, started, false);
+                    tokio::spawn(status::serve_prometheus(stream, status::prometheus(&s)));
                 }
             }
             done = join(&mut reload) => {
@@ -417,6 +435,15 @@ async fn accept(
     }
 }
 
+async fn accept_tcp(
+    listener: Option<&tokio::net::TcpListener>,
+) -> std::io::Result<tokio::net::TcpStream> {
+    match listener {
+        Some(l) => l.accept().await.map(|(s, _)| s),
+        None => std::future::pending().await,
+    }
+}
+
 async fn join<T>(
     task: &mut Option<tokio::task::JoinHandle<T>>,
 ) -> Result<T, tokio::task::JoinError> {
@@ -458,23 +485,29 @@ fn apply(
     if new.capture.ringbuf_bytes != config.capture.ringbuf_bytes
         || new.status_socket != config.status_socket
         || new.stats_interval != config.stats_interval
+        || new.prometheus != config.prometheus
     {
-        warn!("capture.ringbuf_size, stats.interval_secs and stats.socket take effect on restart");
+        warn!(
+            "capture.ringbuf_size, stats.interval_secs, stats.socket and stats.prometheus take \
+             effect on restart"
+        );
     }
     let count = rules.len();
     pipeline.set_engine(Engine::new(Arc::new(rules)));
     limiter.set_limit(new.rate_limit);
     // Keep what only a restart changes, so the warning above repeats
     // until then.
-    let (capture, socket, stats) = (
+    let (capture, socket, stats, prometheus) = (
         config.capture.clone(),
         config.status_socket.clone(),
         config.stats_interval,
+        config.prometheus,
     );
     *config = Config {
         capture,
         status_socket: socket,
         stats_interval: stats,
+        prometheus,
         ..new
     };
     counters.reloads += 1;

@@ -407,10 +407,14 @@ fn stats_record_in_the_log_every_interval() {
     let token = format!("sigexec-stats-{}", std::process::id());
     let id = unique_rule(&rules, "counted", &token);
     let config = dir.join("config.yaml");
+    let prom = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    };
     std::fs::write(
         &config,
         format!(
-            "rules:\n  bundled: false\n  dirs: [{}]\nstats:\n  interval_secs: 1\n  socket: ''\nsinks:\n  - type: file\n    path: {}\n",
+            "rules:\n  bundled: false\n  dirs: [{}]\nstats:\n  interval_secs: 1\n  socket: ''\n  prometheus: '{prom}'\nsinks:\n  - type: file\n    path: {}\n",
             rules.display(),
             dir.join("alerts.jsonl").display()
         ),
@@ -441,6 +445,23 @@ fn stats_record_in_the_log_every_interval() {
         line.contains(&format!("alerts_by_rule={{\"{id}\": 1}}")),
         "{line}"
     );
+    // The same counters on the Prometheus endpoint.
+    let metrics = {
+        use std::io::{Read as _, Write as _};
+        let mut conn = std::net::TcpStream::connect(prom).expect("connect prometheus");
+        conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .expect("request");
+        let mut text = String::new();
+        conn.read_to_string(&mut text).expect("response");
+        text
+    };
+    assert!(metrics.starts_with("HTTP/1.1 200 OK\r\n"), "{metrics}");
+    assert!(
+        metrics.contains(&format!("\nsigexec_alerts_total{{rule=\"{id}\"}} 1\n")),
+        "{metrics}"
+    );
+    assert!(metrics.contains("\nsigexec_rules 1\n"), "{metrics}");
+    assert!(metrics.contains("\nsigexec_lost_total 0\n"), "{metrics}");
     daemon.stop();
 }
 
