@@ -28,6 +28,9 @@ pub enum Command {
     /// Rule tools.
     #[command(subcommand)]
     Rules(RulesCommand),
+    /// Write the man page (roff) to stdout; `cargo xtask package` uses it.
+    #[command(hide = true)]
+    Manpage,
     /// Print the running daemon's counters (root only).
     Status {
         /// The daemon's status socket.

@@ -22,6 +22,7 @@ fn main() -> ExitCode {
         Command::Rules(RulesCommand::Check { paths, .. }) => rules_check(paths),
         Command::Rules(RulesCommand::List(args)) => rules_list(args.into()),
         Command::Status { socket } => status(&socket),
+        Command::Manpage => manpage(),
     };
     match result {
         Ok(code) => code,
@@ -55,6 +56,24 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         daemon::Stopped::Clean => ExitCode::SUCCESS,
         daemon::Stopped::Forced => ExitCode::FAILURE,
     })
+}
+
+fn manpage() -> anyhow::Result<ExitCode> {
+    use clap::CommandFactory as _;
+    let cmd = Cli::command().after_help(
+        "FILES: /etc/sigexec/config.yaml (every key in /usr/share/doc/sigexec/config.example.yaml), \
+         /etc/sigexec/rules.d/*.yml, /run/sigexec/status.sock. \
+         SIGNALS: SIGHUP reloads config and rules and reopens sinks; SIGTERM drains and stops.",
+    );
+    let mut out = Vec::new();
+    clap_mangen::Man::new(cmd)
+        .section("8")
+        .render(&mut out)
+        .context("rendering the man page")?;
+    std::io::stdout()
+        .write_all(&out)
+        .context("writing to stdout")?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn status(socket: &std::path::Path) -> anyhow::Result<ExitCode> {
