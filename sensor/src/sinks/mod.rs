@@ -450,6 +450,11 @@ fn spawn(config: SinkConfig, mut output: Box<dyn Output>) -> Running {
                                 info!(sink = %sink, "sink recovered");
                             }
                         }
+                        Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+                            // This message only: the sink itself is fine.
+                            dropped.fetch_add(1, Ordering::Relaxed);
+                            warn!(sink = %sink, kind = msg.kind(), error = %e, "message dropped");
+                        }
                         Err(e) => {
                             dropped.fetch_add(1, Ordering::Relaxed);
                             if failing_since.is_none() {

@@ -93,6 +93,9 @@ pub struct Syslog {
     conn: Option<Conn>,
 }
 
+/// The largest UDP payload over IPv4; also used for `/dev/log`.
+pub const MAX_DATAGRAM: usize = 65_507;
+
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// A collector that stops reading must not hold the sink thread forever.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -154,6 +157,17 @@ impl Syslog {
 impl Output for Syslog {
     fn write(&mut self, text: &str, msg: &Message) -> io::Result<()> {
         let line = format(self.facility, &self.hostname, self.pid, msg, text);
+        if self.transport != Transport::Tcp && line.len() > MAX_DATAGRAM {
+            // One oversized message (a huge argv) is not a failing sink.
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "message of {} bytes exceeds the {MAX_DATAGRAM}-byte datagram limit \
+                     (transport: tcp has none)",
+                    line.len()
+                ),
+            ));
+        }
         if self.conn.is_none() {
             self.conn = Some(self.connect()?);
         }
@@ -191,6 +205,28 @@ impl Output for Syslog {
 mod tests {
     use super::*;
     use crate::sinks::Body;
+
+    #[test]
+    fn oversized_datagram_is_refused_without_touching_the_connection() {
+        let receiver = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let mut sink = Syslog::new(&SinkConfig {
+            kind: crate::sinks::SinkKind::Syslog,
+            transport: Transport::Udp,
+            address: Some(receiver.local_addr().expect("addr").to_string()),
+            ..SinkConfig::default()
+        })
+        .expect("sink");
+        let msg = Message::new(Body::Record(serde_json::json!({"kind": "event"})));
+        let err = sink
+            .write(&"x".repeat(MAX_DATAGRAM), &msg)
+            .expect_err("too big");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        sink.write("{}", &msg)
+            .expect("a normal message still goes out");
+        let mut buf = [0u8; 1024];
+        let n = receiver.recv(&mut buf).expect("recv");
+        assert!(String::from_utf8_lossy(&buf[..n]).ends_with(" event - {}"));
+    }
 
     #[test]
     fn facility_codes_follow_rfc5424() {
