@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::capture;
+use crate::config::Overrides;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -28,6 +28,15 @@ pub enum Command {
     /// Rule tools.
     #[command(subcommand)]
     Rules(RulesCommand),
+    /// Write the man page (roff) to stdout; `cargo xtask package` uses it.
+    #[command(hide = true)]
+    Manpage,
+    /// Print the running daemon's counters (root only).
+    Status {
+        /// The daemon's status socket.
+        #[arg(long, value_name = "PATH", default_value = crate::config::DEFAULT_STATUS_SOCKET)]
+        socket: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -43,17 +52,25 @@ pub struct RuleArgs {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    /// Config file [default: /etc/sigexec/config.yaml, if it exists].
+    /// Flags override what it says.
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
     #[command(flatten)]
     pub rules: RuleArgs,
-    /// Append alert lines to this file instead of writing them to stdout.
+    /// Append alert lines to this file instead of the config's sinks.
     #[arg(long, short, value_name = "PATH")]
     pub output: Option<PathBuf>,
     /// Also write every exec event (kind "event"), not only alerts.
     #[arg(long)]
     pub all_events: bool,
-    /// Ring buffer size in bytes (a power of two, at least a page).
-    #[arg(long, value_name = "BYTES", default_value_t = capture::DEFAULT_RINGBUF_BYTES)]
-    pub ringbuf_size: u32,
+    /// Ring buffer size in bytes (a power of two, at least a page)
+    /// [default: capture.ringbuf_size].
+    #[arg(long, value_name = "BYTES")]
+    pub ringbuf_size: Option<u32>,
+    /// The `sigexec status` socket [default: stats.socket].
+    #[arg(long, value_name = "PATH")]
+    pub status_socket: Option<PathBuf>,
     /// Attach the classic tracepoint even where BTF tracepoints work.
     #[arg(long, hide = true)]
     pub force_tracepoint: bool,
@@ -74,8 +91,13 @@ pub enum RulesCommand {
     /// Load and compile rules; print one line per problem; exit 1 if any.
     Check {
         /// Rule files or directories; the bundled rules when none is given.
-        #[arg(value_name = "PATH")]
+        #[arg(value_name = "PATH", conflicts_with = "config")]
         paths: Vec<PathBuf>,
+        /// Check what `sigexec run --config PATH` would load, with the
+        /// same loader (ownership checks included) that start and SIGHUP
+        /// use.
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
     },
     /// Print id, level, title and source of every loaded rule, one per
     /// line, tab-separated; problems go to stderr (exit 1 if any).
@@ -94,6 +116,21 @@ impl From<RuleArgs> for RuleSources {
         RuleSources {
             bundled: !args.no_bundled,
             paths: args.rules,
+        }
+    }
+}
+
+impl From<RunArgs> for Overrides {
+    fn from(a: RunArgs) -> Self {
+        Overrides {
+            config: a.config,
+            rules: a.rules.rules,
+            no_bundled: a.rules.no_bundled,
+            output: a.output,
+            all_events: a.all_events,
+            ringbuf_size: a.ringbuf_size,
+            force_tracepoint: a.force_tracepoint,
+            status_socket: a.status_socket,
         }
     }
 }

@@ -2,34 +2,68 @@
 //!
 //! [`Pipeline`] is the synchronous part (one record in, one event and its
 //! alerts out), so tests drive it directly with records from a real
-//! [`Sensor`]. [`run`] adds the async reader, the loss reporting and the
-//! shutdown drain.
+//! [`Sensor`]. [`run`] adds the async reader, the loss reporting, reload
+//! on [`Control::Reload`], stats, the status socket, sd_notify, and the
+//! bounded shutdown drain.
+//!
+//! Reload is all or nothing: config, rules and sinks are built aside (rule
+//! compilation on the blocking pool, so the ring buffer keeps being read
+//! meanwhile and no exec is missed); only when all of it succeeded is the
+//! engine swapped, between two records. On any failure the old set keeps
+//! running and the log says exactly what failed.
 
-use std::{future::Future, path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use anyhow::Context as _;
 use serde::Serialize;
+use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 use crate::{
     capture::{self, ExecRecord, Record, Sensor},
     cli::RuleSources,
+    config::{self, Source},
+    control::Control,
     engine::{Alert, Engine, Hit},
+    host_state::HostState,
+    incident::Incidents,
     process::{Enricher, ProcessCreate, ProcessTermination, Table, table, termination},
     rules,
-    sinks::JsonLines,
+    sigma::RuleSet,
+    sinks::{self, Body, Limiter, Message, SinkConfig, Sinks},
+    status::{self, Status},
 };
 
-/// Everything `sigexec run` needs, resolved from flags.
+/// Everything `sigexec run` needs, resolved from flags and the config file
+/// by [`config::resolve`].
 #[derive(Clone, Debug)]
 pub struct Config {
     pub rules: RuleSources,
-    /// Alert file; stdout when `None`.
-    pub output: Option<PathBuf>,
+    pub sinks: Vec<SinkConfig>,
     pub all_events: bool,
     pub capture: capture::Options,
     /// How often the kernel's lost-record counter is read.
     pub loss_check: Duration,
+    /// Per-rule limit; `None` lets every alert through.
+    pub rate_limit: Option<sinks::RateLimit>,
+    /// How often a stats record is logged; `None`: never.
+    pub stats_interval: Option<Duration>,
+    pub status_socket: Option<PathBuf>,
+    /// Prometheus text endpoint (a loopback address); `None`: off.
+    pub prometheus: Option<std::net::SocketAddr>,
+    /// From the stop request to exit, drain and flush included.
+    pub shutdown_timeout: Duration,
+    /// How long an alert waits for related ones (0: no folding).
+    pub fold: Duration,
+    /// Level of alerts raised while the host shuts down; `None` keeps it.
+    pub stopping_level: Option<String>,
+    /// Image prefixes whose deaths become `process_termination` events.
+    pub watch: Vec<String>,
 }
 
 /// One exec record in, its event and alerts out.
@@ -85,6 +119,15 @@ impl Pipeline {
 
     pub fn table(&self) -> &Table {
         &self.table
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Swaps the rule set: the next record is evaluated with `engine`.
+    pub fn set_engine(&mut self, engine: Engine) {
+        self.engine = engine;
     }
 
     pub fn hostname(&self) -> &str {
@@ -178,9 +221,555 @@ impl Pipeline {
     }
 }
 
+/// How the daemon stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stopped {
+    /// Drained and flushed within the bound.
+    Clean,
+    /// A second signal, or the bound passed: something may be unwritten.
+    Forced,
+}
+
+/// How a rule problem is treated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strictness {
+    /// At start: log every bad rule and run with the good ones (a typo in
+    /// one file must not leave the host unwatched). An untrusted rules path
+    /// still refuses the start.
+    Start,
+    /// On reload: all or nothing; any problem keeps the running set.
+    Reload,
+}
+
+/// Loads and compiles the rules `config` names, refusing rules paths a
+/// non-root user could change. Blocking: call it off the async workers.
+pub fn load_rules(config: &Config, strictness: Strictness) -> anyhow::Result<RuleSet> {
+    let mut paths = Vec::new();
+    for path in &config.rules.paths {
+        // The default rules.d may simply not exist; any other configured
+        // path must.
+        if path.as_os_str() == config::DEFAULT_RULES_DIR && !path.exists() {
+            continue;
+        }
+        config::check_rules_path(path)?;
+        paths.push(path.clone());
+    }
+    let loaded = rules::load(config.rules.bundled, &paths);
+    for w in &loaded.warnings {
+        warn!("rules: {w}");
+    }
+    let mut problems: Vec<String> = loaded.read_errors.iter().map(|e| e.to_string()).collect();
+    problems.extend(loaded.errors.iter().map(|e| e.to_string()));
+    if !problems.is_empty() {
+        if strictness == Strictness::Reload {
+            anyhow::bail!(
+                "{} rule error(s):\n  {}",
+                problems.len(),
+                problems.join("\n  ")
+            );
+        }
+        for p in &problems {
+            error!("rules: {p}");
+        }
+        error!(
+            errors = problems.len(),
+            loaded = loaded.rules.len(),
+            "some rules did not load; running with the others"
+        );
+    }
+    Ok(loaded.rules)
+}
+
+/// Config and compiled rules, built aside.
+struct Prepared {
+    config: Config,
+    rules: RuleSet,
+}
+
+fn prepare(source: &Source, strictness: Strictness) -> anyhow::Result<Prepared> {
+    let config = source.load()?;
+    let rules = load_rules(&config, strictness)?;
+    Ok(Prepared { config, rules })
+}
+
+async fn prepare_blocking(source: Source, strictness: Strictness) -> anyhow::Result<Prepared> {
+    tokio::task::spawn_blocking(move || prepare(&source, strictness))
+        .await
+        .context("rule compilation task")?
+}
+
+/// systemd's notify socket, when run as a `Type=notify` unit.
+fn notify(state: &[sd_notify::NotifyState<'_>]) {
+    if std::env::var_os("NOTIFY_SOCKET").is_some()
+        && let Err(e) = sd_notify::notify(false, state)
+    {
+        warn!(error = %e, "sd_notify");
+    }
+}
+
+/// Counters for the stats record and `sigexec status`.
+#[derive(Default)]
+struct Counters {
+    events: u64,
+    alerts: u64,
+    lost: u64,
+    suppressed: u64,
+    alerts_by_rule: BTreeMap<String, u64>,
+    reloads: u64,
+    reload_failures: u64,
+    /// Events at the previous stats record, and when.
+    last_events: u64,
+    last_at: Option<Instant>,
+}
+
+/// Loads config and rules, attaches the sensor and runs until a
+/// [`Control::Shutdown`]; then drains the ring buffer, flushes every sink
+/// and returns, within `shutdown_timeout`.
+pub async fn run(
+    source: Source,
+    mut control: mpsc::UnboundedReceiver<Control>,
+) -> anyhow::Result<Stopped> {
+    let started = Instant::now();
+    let Prepared { mut config, rules } =
+        prepare_blocking(source.clone(), Strictness::Start).await?;
+    info!(rules = rules.len(), "rules loaded");
+    let mut sinks = Sinks::start(&config.sinks)?;
+    let mut sensor = Sensor::start(&config.capture).context("starting exec capture")?;
+    // Seed the table after attaching: an exec in between waits in the ring.
+    let mut pipeline = Pipeline::new(Engine::new(Arc::new(rules)), Enricher::new());
+    pipeline.set_full_events(config.all_events);
+    pipeline.set_watch(config.watch.clone());
+    let mut limiter = Limiter::new(config.rate_limit);
+    let mut alerts = Outgoing {
+        incidents: Incidents::new(config.fold),
+        host_state: HostState::with_systemctl("systemctl".into(), config.stopping_level.clone()),
+    };
+    let listener = match &config.status_socket {
+        Some(path) => match status::bind(path) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                warn!(socket = %path.display(), error = %e, "status socket disabled");
+                None
+            }
+        },
+        None => None,
+    };
+    let metrics = match config.prometheus {
+        Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                error!(address = %addr, error = %e, "prometheus endpoint disabled");
+                None
+            }
+        },
+        None => None,
+    };
+    let hook = sensor.hook();
+    info!(
+        hook = ?hook,
+        processes = pipeline.table().len(),
+        rules = pipeline.engine().rules().len(),
+        sinks = ?sinks.names(),
+        "sigexec ready"
+    );
+    let ready_status = format!(
+        "watching execs with {} rules",
+        pipeline.engine().rules().len()
+    );
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&ready_status),
+    ]);
+    let mut watchdog_usec = 0;
+    let watchdog = sd_notify::watchdog_enabled(false, &mut watchdog_usec);
+    // Ping at half the interval systemd expects.
+    let mut watchdog_tick = tokio::time::interval(if watchdog {
+        Duration::from_micros(watchdog_usec / 2).max(Duration::from_millis(100))
+    } else {
+        Duration::from_secs(3600)
+    });
+
+    let mut counters = Counters::default();
+    let mut records = Vec::with_capacity(1024);
+    let mut loss_check = tokio::time::interval(config.loss_check);
+    let summary_every = config.stats_interval.unwrap_or(Duration::from_secs(60));
+    let mut stats_tick =
+        tokio::time::interval_at(tokio::time::Instant::now() + summary_every, summary_every);
+    let mut reload: Option<tokio::task::JoinHandle<anyhow::Result<Prepared>>> = None;
+    let mut reload_again = false;
+    let stop_reason = loop {
+        tokio::select! {
+            read = sensor.read(&mut records, 1024) => {
+                read.context("reading the ring buffer")?;
+                process(&mut pipeline, &mut records, &sinks, &config, &mut alerts, &mut limiter, &mut counters);
+            }
+            () = due(alerts.incidents.next_due()) => {
+                alerts.release(Instant::now(), false, &sinks, &mut limiter, &mut counters);
+            }
+            _ = loss_check.tick() => {
+                // Forks and exits do not wake the reader (see sensor-ebpf);
+                // collect whatever waits, so a watched process's exit is
+                // reported within a tick even on an idle host.
+                sensor.drain_now(&mut records);
+                process(&mut pipeline, &mut records, &sinks, &config, &mut alerts, &mut limiter, &mut counters);
+                report_loss(&sensor, &sinks, &mut counters, pipeline.hostname());
+            }
+            _ = stats_tick.tick() => {
+                summarise(&mut limiter, &sinks, pipeline.hostname());
+                sinks.report_drops();
+                if config.stats_interval.is_some() {
+                    let s = snapshot(&mut counters, &pipeline, &sinks, started, true);
+                    info!(
+                        events = s.events,
+                        events_per_second = s.events_per_second,
+                        lost = s.lost,
+                        alerts = s.alerts,
+                        alerts_suppressed = s.alerts_suppressed,
+                        alerts_by_rule = ?s.alerts_by_rule,
+                        process_table = s.process_table,
+                        rules = s.rules,
+                        uptime_secs = s.uptime_secs,
+                        "stats"
+                    );
+                }
+            }
+            _ = watchdog_tick.tick(), if watchdog => notify(&[sd_notify::NotifyState::Watchdog]),
+            conn = accept(listener.as_ref()) => {
+                if let Ok(stream) = conn {
+                    let s = snapshot(&mut counters, &pipeline, &sinks, started, false);
+                    let mut body = serde_json::to_vec(&s).unwrap_or_default();
+                    body.push(b'\n');
+                    tokio::spawn(status::serve(stream, body));
+                }
+            }
+            conn = accept_tcp(metrics.as_ref()) => {
+                if let Ok(stream) = conn {
+                    let s = snapshot(&mut counters, &pipeline, &sinks, started, false);
+                    tokio::spawn(status::serve_prometheus(stream, status::prometheus(&s)));
+                }
+            }
+            done = join(&mut reload) => {
+                reload = None;
+                match done {
+                    Ok(Ok(prepared)) => apply(
+                        prepared, &mut config, &mut pipeline, &mut sinks, &mut limiter, &mut counters,
+                    ),
+                    Ok(Err(e)) => {
+                        counters.reload_failures += 1;
+                        error!("reload failed, keeping the previous config and rules: {e:#}");
+                    }
+                    Err(e) => {
+                        counters.reload_failures += 1;
+                        error!("reload failed, keeping the previous config and rules: {e}");
+                    }
+                }
+                notify(&[sd_notify::NotifyState::Ready]);
+                if std::mem::take(&mut reload_again) {
+                    reload = Some(tokio::spawn(prepare_blocking(source.clone(), Strictness::Reload)));
+                }
+            }
+            c = control.recv() => match c {
+                Some(Control::Reload) => {
+                    info!("SIGHUP: reloading config and rules, reopening sinks");
+                    notify(&[sd_notify::NotifyState::Reloading]);
+                    sinks.reopen();
+                    if reload.is_some() {
+                        // One more after the one in flight: it may have
+                        // read the files before they changed.
+                        reload_again = true;
+                    } else {
+                        reload = Some(tokio::spawn(prepare_blocking(source.clone(), Strictness::Reload)));
+                    }
+                }
+                Some(Control::Shutdown(sig)) => break sig,
+                Some(Control::StopNow(sig)) => {
+                    warn!("{sig}: stopping now, without draining");
+                    return Ok(Stopped::Forced);
+                }
+                None => break "end of control stream",
+            },
+        }
+    };
+    info!("{stop_reason}: draining and stopping");
+    notify(&[sd_notify::NotifyState::Stopping]);
+    let deadline = Instant::now() + config.shutdown_timeout;
+    // Drain: whatever the kernel submitted before we stopped still counts.
+    sensor.drain_now(&mut records);
+    process(
+        &mut pipeline,
+        &mut records,
+        &sinks,
+        &config,
+        &mut alerts,
+        &mut limiter,
+        &mut counters,
+    );
+    alerts.release(Instant::now(), true, &sinks, &mut limiter, &mut counters);
+    report_loss(&sensor, &sinks, &mut counters, pipeline.hostname());
+    summarise(&mut limiter, &sinks, pipeline.hostname());
+    drop(sensor);
+    let late = tokio::select! {
+        late = sinks.close(deadline) => late,
+        c = wait_stop_now(&mut control) => {
+            warn!("{c}: stopping now, sinks not flushed");
+            return Ok(Stopped::Forced);
+        }
+    };
+    if listener.is_some()
+        && let Some(path) = &config.status_socket
+    {
+        let _ = std::fs::remove_file(path);
+    }
+    info!(
+        events = counters.events,
+        alerts = counters.alerts,
+        alerts_suppressed = counters.suppressed,
+        lost = counters.lost,
+        "sigexec stopped"
+    );
+    if late.is_empty() {
+        Ok(Stopped::Clean)
+    } else {
+        error!(sinks = ?late, "sinks did not flush within {:?}", config.shutdown_timeout);
+        Ok(Stopped::Forced)
+    }
+}
+
+async fn wait_stop_now(control: &mut mpsc::UnboundedReceiver<Control>) -> &'static str {
+    loop {
+        match control.recv().await {
+            Some(Control::StopNow(sig) | Control::Shutdown(sig)) => return sig,
+            Some(Control::Reload) => {}
+            None => return std::future::pending().await,
+        }
+    }
+}
+
+async fn accept(
+    listener: Option<&tokio::net::UnixListener>,
+) -> std::io::Result<tokio::net::UnixStream> {
+    match listener {
+        Some(l) => l.accept().await.map(|(s, _)| s),
+        None => std::future::pending().await,
+    }
+}
+
+async fn accept_tcp(
+    listener: Option<&tokio::net::TcpListener>,
+) -> std::io::Result<tokio::net::TcpStream> {
+    match listener {
+        Some(l) => l.accept().await.map(|(s, _)| s),
+        None => std::future::pending().await,
+    }
+}
+
+async fn join<T>(
+    task: &mut Option<tokio::task::JoinHandle<T>>,
+) -> Result<T, tokio::task::JoinError> {
+    match task {
+        Some(t) => t.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Swaps in a successfully prepared config and rule set.
+fn apply(
+    prepared: Prepared,
+    config: &mut Config,
+    pipeline: &mut Pipeline,
+    sinks: &mut Sinks,
+    limiter: &mut Limiter,
+    counters: &mut Counters,
+) {
+    let Prepared { config: new, rules } = prepared;
+    if new.sinks != sinks.configs() {
+        match Sinks::start(&new.sinks) {
+            Ok(fresh) => {
+                let old = std::mem::replace(sinks, fresh);
+                let deadline = Instant::now() + new.shutdown_timeout;
+                tokio::spawn(async move {
+                    let late = old.close(deadline).await;
+                    if !late.is_empty() {
+                        error!(sinks = ?late, "replaced sinks did not flush in time");
+                    }
+                });
+            }
+            Err(e) => {
+                counters.reload_failures += 1;
+                error!("reload failed, keeping the previous config and rules: {e:#}");
+                return;
+            }
+        }
+    }
+    if new.capture.ringbuf_bytes != config.capture.ringbuf_bytes
+        || new.status_socket != config.status_socket
+        || new.stats_interval != config.stats_interval
+        || new.prometheus != config.prometheus
+    {
+        warn!(
+            "capture.ringbuf_size, stats.interval_secs, stats.socket and stats.prometheus take \
+             effect on restart"
+        );
+    }
+    let count = rules.len();
+    pipeline.set_engine(Engine::new(Arc::new(rules)));
+    pipeline.set_watch(new.watch.clone());
+    pipeline.set_full_events(new.all_events);
+    limiter.set_limit(new.rate_limit);
+    // Keep what only a restart changes, so the warning above repeats
+    // until then.
+    let (capture, socket, stats, prometheus) = (
+        config.capture.clone(),
+        config.status_socket.clone(),
+        config.stats_interval,
+        config.prometheus,
+    );
+    *config = Config {
+        capture,
+        status_socket: socket,
+        stats_interval: stats,
+        prometheus,
+        ..new
+    };
+    counters.reloads += 1;
+    info!(rules = count, sinks = ?sinks.names(), "reloaded");
+}
+
+/// Alerts on their way out: folded into incidents, then annotated with
+/// the host's state, rate limited and sent.
+struct Outgoing {
+    incidents: Incidents,
+    host_state: HostState,
+}
+
+impl Outgoing {
+    fn push(&mut self, alert: Alert, now: Instant) {
+        self.incidents.push(alert, now);
+    }
+
+    /// Sends the incidents whose window closed (all of them if `flush`).
+    fn release(
+        &mut self,
+        now: Instant,
+        flush: bool,
+        sinks: &Sinks,
+        limiter: &mut Limiter,
+        counters: &mut Counters,
+    ) {
+        let ready = if flush {
+            self.incidents.flush()
+        } else {
+            self.incidents.ready(now)
+        };
+        for mut alert in ready {
+            self.host_state.annotate(&mut alert, now);
+            counters.alerts += 1;
+            let key = alert
+                .rule
+                .id
+                .clone()
+                .unwrap_or_else(|| alert.rule.title.clone());
+            if limiter.allow(&key, &alert.rule.title, now) {
+                sinks.send(&Message::new(Body::Alert(Box::new(alert))));
+            } else {
+                counters.suppressed += 1;
+            }
+            *counters.alerts_by_rule.entry(key).or_default() += 1;
+        }
+    }
+}
+
+/// Resolves at `at`, or never.
+async fn due(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn process(
+    pipeline: &mut Pipeline,
+    records: &mut Vec<Record>,
+    sinks: &Sinks,
+    config: &Config,
+    out: &mut Outgoing,
+    limiter: &mut Limiter,
+    counters: &mut Counters,
+) {
+    let now = Instant::now();
+    for rec in records.drain(..) {
+        let Some((event, alerts)) = pipeline.handle(&rec) else {
+            continue;
+        };
+        counters.events += 1;
+        if config.all_events {
+            sinks.send(&Message::new(Body::Event(Box::new(event))));
+        }
+        for alert in alerts {
+            out.push(alert, now);
+        }
+    }
+    for (_, alerts) in pipeline.take_terminations() {
+        for alert in alerts {
+            out.push(alert, now);
+        }
+    }
+    // With no hold, alerts leave at once instead of on the next timer.
+    out.release(now, false, sinks, limiter, counters);
+}
+
+/// One `rate_limit` record per rule that had alerts suppressed.
+fn summarise(limiter: &mut Limiter, sinks: &Sinks, hostname: &str) {
+    for s in limiter.take_suppressed() {
+        warn!(rule = %s.id, title = %s.title, suppressed = s.suppressed, "rate limit suppressed alerts");
+        sinks.send(&Message::new(Body::Record(serde_json::json!({
+            "timestamp": crate::process::rfc3339(time::OffsetDateTime::now_utc()),
+            "kind": "rate_limit",
+            "rule": { "id": s.id, "title": s.title },
+            "suppressed": s.suppressed,
+            "host": { "hostname": hostname },
+        }))));
+    }
+}
+
+fn snapshot(
+    counters: &mut Counters,
+    pipeline: &Pipeline,
+    sinks: &Sinks,
+    started: Instant,
+    advance: bool,
+) -> Status {
+    let now = Instant::now();
+    let since = counters.last_at.unwrap_or(started);
+    let secs = now.duration_since(since).as_secs_f64();
+    let rate = if secs > 0.0 {
+        (counters.events - counters.last_events) as f64 / secs
+    } else {
+        0.0
+    };
+    if advance {
+        counters.last_events = counters.events;
+        counters.last_at = Some(now);
+    }
+    Status {
+        uptime_secs: now.duration_since(started).as_secs(),
+        events: counters.events,
+        events_per_second: (rate * 10.0).round() / 10.0,
+        lost: counters.lost,
+        alerts: counters.alerts,
+        alerts_by_rule: counters.alerts_by_rule.clone(),
+        alerts_suppressed: counters.suppressed,
+        process_table: pipeline.table().len(),
+        rules: pipeline.engine().rules().len(),
+        reloads: counters.reloads,
+        reload_failures: counters.reload_failures,
+        sinks: sinks.stats(),
+    }
+}
+
 /// A line in the alert stream saying the kernel dropped records.
 #[derive(Serialize)]
-struct LossRecord<'a> {
+struct LossRecord {
     timestamp: String,
     kind: &'static str,
     /// Records lost since the previous loss line.
@@ -188,151 +777,25 @@ struct LossRecord<'a> {
     /// Records lost since the sensor started.
     lost_total: u64,
     host: crate::engine::Host,
-    #[serde(skip)]
-    _p: std::marker::PhantomData<&'a ()>,
 }
 
-#[derive(Serialize)]
-struct EventLine<'a> {
-    kind: &'static str,
-    process: &'a ProcessCreate,
-}
-
-/// Loads the rules, attaches the sensor and runs until `shutdown`
-/// resolves; then drains the ring buffer, flushes and returns.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let loaded = rules::load(config.rules.bundled, &config.rules.paths);
-    for e in &loaded.read_errors {
-        error!("rules: {e}");
-    }
-    for e in &loaded.errors {
-        error!("rules: {e}");
-    }
-    for w in &loaded.warnings {
-        warn!("rules: {w}");
-    }
-    info!(
-        rules = loaded.rules.len(),
-        errors = loaded.errors.len() + loaded.read_errors.len(),
-        "rules loaded"
-    );
-    let engine = Engine::new(Arc::new(loaded.rules));
-
-    let mut sink = match &config.output {
-        Some(path) => JsonLines::append(path)
-            .with_context(|| format!("opening alert output {}", path.display()))?,
-        None => JsonLines::stdout(),
-    };
-    let mut sensor = Sensor::start(&config.capture).context("starting exec capture")?;
-    // Seed the table after attaching: an exec in between waits in the ring.
-    let mut pipeline = Pipeline::new(engine, Enricher::new());
-    pipeline.set_full_events(config.all_events);
-    info!(
-        hook = ?sensor.hook(),
-        processes = pipeline.table().len(),
-        output = sink.target(),
-        "sigexec ready"
-    );
-
-    let mut stats = Stats::default();
-    let mut records = Vec::with_capacity(1024);
-    let mut loss_check = tokio::time::interval(config.loss_check);
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            read = sensor.read(&mut records, 1024) => {
-                read.context("reading the ring buffer")?;
-                process(&mut pipeline, &mut records, &mut sink, &config, &mut stats)?;
-            }
-            _ = loss_check.tick() => {
-                // Forks and exits do not wake the reader (see sensor-ebpf);
-                // collect whatever waits, so a watched process's exit is
-                // reported within a tick even on an idle host.
-                sensor.drain_now(&mut records);
-                process(&mut pipeline, &mut records, &mut sink, &config, &mut stats)?;
-                report_loss(&sensor, &mut sink, &mut stats, pipeline.hostname())?;
-            }
-            () = &mut shutdown => break,
-        }
-    }
-    // Drain: whatever the kernel submitted before we stopped still counts.
-    sensor.drain_now(&mut records);
-    process(&mut pipeline, &mut records, &mut sink, &config, &mut stats)?;
-    report_loss(&sensor, &mut sink, &mut stats, pipeline.hostname())?;
-    info!(
-        events = stats.events,
-        alerts = stats.alerts,
-        lost = stats.lost,
-        decode_errors = sensor.decode_errors(),
-        "sigexec stopped"
-    );
-    Ok(())
-}
-
-#[derive(Default)]
-struct Stats {
-    events: u64,
-    alerts: u64,
-    lost: u64,
-}
-
-fn process(
-    pipeline: &mut Pipeline,
-    records: &mut Vec<Record>,
-    sink: &mut JsonLines,
-    config: &Config,
-    stats: &mut Stats,
-) -> anyhow::Result<()> {
-    for rec in records.drain(..) {
-        let Some((event, alerts)) = pipeline.handle(&rec) else {
-            continue;
-        };
-        stats.events += 1;
-        if config.all_events {
-            sink.write(&EventLine {
-                kind: "event",
-                process: &event,
-            })
-            .with_context(|| format!("writing to {}", sink.target()))?;
-        }
-        for alert in &alerts {
-            stats.alerts += 1;
-            sink.write(alert)
-                .with_context(|| format!("writing to {}", sink.target()))?;
-        }
-    }
-    for (_, alerts) in pipeline.take_terminations() {
-        for alert in &alerts {
-            stats.alerts += 1;
-            sink.write(alert)
-                .with_context(|| format!("writing to {}", sink.target()))?;
-        }
-    }
-    Ok(())
-}
-
-fn report_loss(
-    sensor: &Sensor,
-    sink: &mut JsonLines,
-    stats: &mut Stats,
-    hostname: &str,
-) -> anyhow::Result<()> {
+fn report_loss(sensor: &Sensor, sinks: &Sinks, counters: &mut Counters, hostname: &str) {
     let total = match sensor.lost() {
         Ok(n) => n,
         Err(e) => {
             warn!(error = %e, "reading the lost-record counter");
-            return Ok(());
+            return;
         }
     };
-    if total > stats.lost {
-        let lost = total - stats.lost;
-        stats.lost = total;
+    if total > counters.lost {
+        let lost = total - counters.lost;
+        counters.lost = total;
         warn!(
             lost,
             lost_total = total,
             "kernel dropped exec records (ring buffer full)"
         );
-        sink.write(&LossRecord {
+        let record = LossRecord {
             timestamp: crate::process::rfc3339(time::OffsetDateTime::now_utc()),
             kind: "loss",
             lost,
@@ -340,9 +803,9 @@ fn report_loss(
             host: crate::engine::Host {
                 hostname: hostname.to_owned(),
             },
-            _p: std::marker::PhantomData,
-        })
-        .with_context(|| format!("writing to {}", sink.target()))?;
+        };
+        sinks.send(&Message::new(Body::Record(
+            serde_json::to_value(&record).unwrap_or_default(),
+        )));
     }
-    Ok(())
 }

@@ -7,12 +7,15 @@
 //!   `systemctl stop kesl`, PID 1 execs the unit's `ExecStop`
 //!   (`.../init.d/kesl stop`), which the same rules match again.
 //!
-//! [`Incidents`] holds each new alert for a short window ([`DEFAULT_HOLD`],
-//! well inside the "alert within a second" promise). An alert that belongs
-//! to a held one is folded into it as a `related` entry instead of being
-//! written: same process (`ProcessGuid`), or a process PID 1 started whose
-//! command line names the unit the held alert's command acted on. The
-//! held alert is written when its window ends, with everything folded in.
+//! [`Incidents`] folds an alert that belongs to a held one into it as a
+//! `related` entry instead of writing it: same process (`ProcessGuid`:
+//! several rules on one exec, always in the same batch), or a process PID 1
+//! started whose command line names the unit the held alert's command acted
+//! on. Only alerts on a service manager's command (`systemctl`, `service`,
+//! ...) can be followed by such an exec, so only they wait, for a short
+//! window ([`DEFAULT_HOLD`], well inside the "alert within a second"
+//! promise); every other alert leaves with the batch it came in, without
+//! added latency.
 
 use std::time::{Duration, Instant};
 
@@ -20,8 +23,19 @@ use serde::Serialize;
 
 use crate::engine::Alert;
 
-/// How long an alert waits for related ones before it is written.
-pub const DEFAULT_HOLD: Duration = Duration::from_millis(400);
+/// How long a service manager's alert waits for the exec systemd makes on
+/// its behalf. systemctl's D-Bus call, the job, and PID 1's fork and exec
+/// of `ExecStop` take tens of milliseconds on an idle host.
+pub const DEFAULT_HOLD: Duration = Duration::from_millis(250);
+
+/// Tools whose command makes PID 1 run something for the unit named.
+const SERVICE_MANAGERS: &[&str] = &[
+    "systemctl",
+    "service",
+    "invoke-rc.d",
+    "rc-service",
+    "initctl",
+];
 
 /// A folded alert, as listed in the alert it joined.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -72,10 +86,12 @@ impl Incidents {
                 return;
             }
         }
-        self.held.push(Held {
-            alert,
-            until: now + self.hold,
-        });
+        let until = if self.hold > Duration::ZERO && may_have_followers(&alert) {
+            now + self.hold
+        } else {
+            now
+        };
+        self.held.push(Held { alert, until });
     }
 
     /// Alerts whose window has closed, in arrival order.
@@ -121,6 +137,16 @@ fn belongs(held: &Alert, new: &Alert) -> Option<&'static str> {
     cmd.split(|c: char| c == '/' || c.is_whitespace())
         .any(|word| word == unit)
         .then_some("service_manager")
+}
+
+/// Whether PID 1 may exec something for this alert's command soon.
+fn may_have_followers(alert: &Alert) -> bool {
+    let tool = |field: &str| {
+        str_of(alert, field)
+            .and_then(|p| p.rsplit('/').next())
+            .is_some_and(|t| SERVICE_MANAGERS.contains(&t))
+    };
+    tool("Image") || tool("ImageInvoked")
 }
 
 /// The unit a service-manager command acted on: its last argument that is
@@ -272,6 +298,20 @@ mod tests {
             out[0].related[0].rule_id.as_deref(),
             Some("file-protection")
         );
+    }
+
+    #[test]
+    fn alerts_that_nothing_can_follow_leave_at_once() {
+        let t0 = Instant::now();
+        let mut inc = Incidents::new(DEFAULT_HOLD);
+        let p = json!({"ProcessGuid": "{e}", "Image": "/usr/bin/pkill",
+                       "Argv": ["pkill", "-9", "wdserver"]});
+        inc.push(alert("kill", "high", p.clone()), t0);
+        inc.push(alert("other", "medium", p), t0);
+        let out = inc.ready(t0);
+        assert_eq!(out.len(), 1, "same exec folded, no wait");
+        assert_eq!(out[0].related.len(), 1);
+        assert_eq!(inc.next_due(), None);
     }
 
     #[test]

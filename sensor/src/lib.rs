@@ -16,10 +16,16 @@
 //! - [`rules`]: where rule text comes from (bundled, directories).
 //! - [`daemon`]: the `run` loop wiring it all, signals, shutdown drain.
 //! - [`replay`]: events from JSON lines instead of the kernel.
-//! - [`cli`]: command-line options resolved into one config.
+//! - [`cli`]: command-line options.
+//! - [`config`]: the config file and its resolution, with the flags, into
+//!   the daemon's one config.
+//! - [`control`]: signals as one control stream (stop, stop now, reload).
+//! - [`status`]: `sigexec status` over a root-only Unix socket.
 
 pub mod capture;
 pub mod cli;
+pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod engine;
 pub mod host_state;
@@ -29,3 +35,4 @@ pub mod replay;
 pub mod rules;
 pub mod sigma;
 pub mod sinks;
+pub mod status;

@@ -5,25 +5,24 @@ use std::{fs::File, io::Write as _, process::ExitCode, time::Duration};
 use anyhow::Context as _;
 use clap::Parser as _;
 use sensor::{
-    capture,
     cli::{Cli, Command, ReplayArgs, RuleSources, RulesCommand, RunArgs},
-    daemon, engine, replay, rules,
+    config, control, daemon, engine, replay, rules,
 };
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("SIGEXEC_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging();
     let result = match cli.command {
         Command::Run(args) => run(args),
         Command::Replay(args) => replay_file(args),
-        Command::Rules(RulesCommand::Check { paths }) => rules_check(paths),
+        Command::Rules(RulesCommand::Check {
+            config: Some(path), ..
+        }) => rules_check_config(path),
+        Command::Rules(RulesCommand::Check { paths, .. }) => rules_check(paths),
         Command::Rules(RulesCommand::List(args)) => rules_list(args.into()),
+        Command::Status { socket } => status(&socket),
+        Command::Manpage => manpage(),
     };
     match result {
         Ok(code) => code,
@@ -35,38 +34,81 @@ fn main() -> ExitCode {
 }
 
 fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let config = daemon::Config {
-        rules: args.rules.into(),
-        output: args.output,
-        all_events: args.all_events,
-        capture: capture::Options {
-            ringbuf_bytes: args.ringbuf_size,
-            force_tracepoint: args.force_tracepoint,
-        },
-        loss_check: Duration::from_secs(1),
+    let source = config::Source {
+        overrides: args.into(),
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    // Two workers: the ring-buffer loop and rule compilation on the
+    // blocking pool never wait for each other; sinks have threads of
+    // their own.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    runtime.block_on(daemon::run(config, shutdown_signal()))?;
+    let stopped = runtime.block_on(async {
+        let control = control::signals().context("installing signal handlers")?;
+        daemon::run(source, control).await
+    })?;
+    // Sink threads still blocked on a dead collector must not hold the
+    // exit.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    Ok(match stopped {
+        daemon::Stopped::Clean => ExitCode::SUCCESS,
+        daemon::Stopped::Forced => ExitCode::FAILURE,
+    })
+}
+
+fn manpage() -> anyhow::Result<ExitCode> {
+    use clap::CommandFactory as _;
+    let cmd = Cli::command().after_help(
+        "FILES: /etc/sigexec/config.yaml (every key in /usr/share/doc/sigexec/config.example.yaml), \
+         /etc/sigexec/rules.d/*.yml, /run/sigexec/status.sock. \
+         SIGNALS: SIGHUP reloads config and rules and reopens sinks; SIGTERM drains and stops.",
+    );
+    let mut out = Vec::new();
+    clap_mangen::Man::new(cmd)
+        .section("8")
+        .render(&mut out)
+        .context("rendering the man page")?;
+    std::io::stdout()
+        .write_all(&out)
+        .context("writing to stdout")?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Resolves on the first SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        // Without signal handlers the default action (exit) still applies.
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: draining and stopping"),
-        _ = int.recv() => tracing::info!("SIGINT: draining and stopping"),
+fn status(socket: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let text = sensor::status::query(socket)
+        .with_context(|| format!("asking the daemon at {}", socket.display()))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("reading its answer: {text}"))?;
+    if let Some(e) = value.get("error") {
+        anyhow::bail!("{}", e.as_str().unwrap_or("refused"));
     }
+    println!("{}", serde_json::to_string_pretty(&value)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Logs to journald with structured fields when systemd connected our
+/// stderr to the journal (`JOURNAL_STREAM`), else plain text on stderr
+/// (colour only on a terminal).
+fn init_logging() {
+    use std::io::IsTerminal as _;
+    use tracing_subscriber::{layer::SubscriberExt as _, util::SubscriberInitExt as _};
+    let filter = EnvFilter::try_from_env("SIGEXEC_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    if std::env::var_os("JOURNAL_STREAM").is_some()
+        && let Ok(journald) = tracing_journald::layer()
+    {
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(journald.with_syslog_identifier("sigexec".into()))
+            .init();
+        return;
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn replay_file(args: ReplayArgs) -> anyhow::Result<ExitCode> {
@@ -121,6 +163,27 @@ fn rules_check(paths: Vec<std::path::PathBuf>) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// `sigexec rules check --config PATH`: the daemon's own loader.
+fn rules_check_config(path: std::path::PathBuf) -> anyhow::Result<ExitCode> {
+    let source = config::Source {
+        overrides: config::Overrides {
+            config: Some(path),
+            ..config::Overrides::default()
+        },
+    };
+    let config = source.load()?;
+    match daemon::load_rules(&config, daemon::Strictness::Reload) {
+        Ok(rules) => {
+            println!("{} rules loaded, 0 errors", rules.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }
 
 fn rules_list(sources: RuleSources) -> anyhow::Result<ExitCode> {

@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use support::{KESL_RULE, ebpf_allowed, fake_tool, tempdir};
+use support::{KESL_RULE, SERVICE_STOP_RULE, ebpf_allowed, fake_tool, tempdir};
 
 const SIGEXEC: &str = env!("CARGO_BIN_EXE_sigexec");
 
@@ -70,8 +70,28 @@ fn run_writes_an_alert_line_within_a_second_and_stops_on_sigterm() {
     eprintln!("exec -> alert line on disk: {latency:?}");
     assert!(latency < Duration::from_secs(1), "alert took {latency:?}");
     assert_eq!(alert["kind"], "alert");
-    assert_eq!(alert["rule"]["id"], KESL_RULE);
+    // One incident, one alert: the seed rule and the pack's service-manager
+    // rule both match; one is the alert, the other is folded into it.
+    let mut ids = vec![alert["rule"]["id"].as_str().expect("rule id").to_owned()];
+    ids.extend(
+        alert["related"]
+            .as_array()
+            .expect("related list")
+            .iter()
+            .map(|r| r["rule_id"].as_str().expect("related rule id").to_owned()),
+    );
+    ids.sort();
+    assert_eq!(ids, [KESL_RULE, SERVICE_STOP_RULE]);
+    assert_eq!(alert["related"][0]["reason"], "same_process");
     assert_eq!(alert["rule"]["level"], "high");
+    std::thread::sleep(Duration::from_millis(500));
+    let text = std::fs::read_to_string(&output).expect("output");
+    let lines_for_pid = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON line"))
+        .filter(|v| v["kind"] == "alert" && v["process"]["ProcessId"] == pid)
+        .count();
+    assert_eq!(lines_for_pid, 1, "one alert line for the exec:\n{text}");
     assert_eq!(alert["match"]["image_as"], "resolved");
     assert_eq!(
         alert["process"]["Image"],

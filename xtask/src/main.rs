@@ -3,8 +3,10 @@
 //! - `setup`: install the eBPF toolchain (idempotent).
 //! - `run`: setup, build, start the daemon in the foreground.
 //! - `test`: setup, lint, run every test.
+//! - `package`: build the Debian package.
 
 mod bench;
+mod package;
 mod run;
 mod setup;
 mod test;
@@ -30,6 +32,8 @@ enum Command {
     Test(test::Options),
     /// Benchmarks (`bench exec`).
     Bench(bench::Options),
+    /// Build the Debian package (binary, unit, config, man page).
+    Package(package::Options),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +42,7 @@ fn main() -> ExitCode {
         Command::Run(opts) => run::run(opts),
         Command::Test(opts) => test::run(&opts),
         Command::Bench(opts) => bench::run(&opts),
+        Command::Package(opts) => package::run(&opts),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -27,7 +27,40 @@ pub fn run(_: &Options) -> anyhow::Result<()> {
     rust_src()?;
     llvm()?;
     bpf_linker()?;
+    service_tools()?;
     Ok(())
+}
+
+/// The service tests' tools: `systemd-analyze` (package `systemd`) to
+/// verify the unit and `rsyslogd` to receive the syslog sink's messages.
+fn service_tools() -> anyhow::Result<()> {
+    let missing: Vec<&str> = [("systemd-analyze", "systemd"), ("rsyslogd", "rsyslog")]
+        .into_iter()
+        .filter(|(bin, _)| which(bin).is_none() && !Path::new("/usr/sbin").join(bin).exists())
+        .map(|(_, package)| package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("setup: installing {} from apt", missing.join(" "));
+    let apt = || {
+        let mut cmd = if is_root() {
+            Command::new("apt-get")
+        } else {
+            let mut c = Command::new("sudo");
+            c.arg("apt-get");
+            c
+        };
+        cmd.env("DEBIAN_FRONTEND", "noninteractive");
+        cmd
+    };
+    status(apt().args(["update", "-q"])).context("apt-get update (needs root or sudo)")?;
+    status(
+        apt()
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing),
+    )
+    .context("installing the service test tools")
 }
 
 fn rust_src() -> anyhow::Result<()> {
