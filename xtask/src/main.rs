@@ -3,10 +3,12 @@
 //! - `setup`: install the eBPF toolchain (idempotent).
 //! - `run`: setup, build, start the daemon in the foreground.
 //! - `test`: setup, lint, run every test.
+//! - `vm-test`: the integration tests on a matrix of kernels under qemu.
 
 mod run;
 mod setup;
 mod test;
+mod vm_test;
 
 use std::process::ExitCode;
 
@@ -27,6 +29,8 @@ enum Command {
     Run(run::Options),
     /// Set up, check formatting and lints, and run every test.
     Test(test::Options),
+    /// Run the sensor's integration tests on a matrix of kernels (qemu).
+    VmTest(vm_test::Options),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +38,7 @@ fn main() -> ExitCode {
         Command::Setup(opts) => setup::run(&opts),
         Command::Run(opts) => run::run(opts),
         Command::Test(opts) => test::run(&opts),
+        Command::VmTest(opts) => vm_test::run(&opts),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
