@@ -429,14 +429,50 @@ echo SIGEXEC-VM-DONE
 poweroff -f
 "#;
 
-/// Busybox applets linked into the guest's /bin. `true` and `echo` are
-/// copies instead: the tests check that an exec of `/bin/true` reports an
-/// image ending in `/true`, and the kernel resolves symlinks.
+/// Busybox applets linked into the guest's /bin.
 const APPLETS: &[&str] = &[
     "cat", "cp", "env", "id", "ln", "ls", "mkdir", "mount", "poweroff", "ps", "rm", "sh", "sleep",
     "uname",
 ];
-const COPIED_APPLETS: &[&str] = &["true", "echo"];
+
+/// Bump when the base archive changes in a way `INIT` does not show.
+const BASE_REVISION: u32 = 2;
+
+/// The guest's `/bin/true`: a 129-byte static ELF that calls
+/// `exit_group(0)`. Not a busybox symlink: the kernel resolves symlinks, and
+/// the tests expect an exec of `/bin/true` to report an image ending in
+/// `/true`. Not a busybox copy either: the tests' stand-in tools are copies
+/// of `/bin/true` named `systemctl` and the like, and busybox run under an
+/// unknown name prints "applet not found" and exits 127.
+fn true_elf() -> Vec<u8> {
+    const BASE: u64 = 0x40_0000;
+    const HEADERS: u64 = 64 + 56;
+    // mov eax, 231 (exit_group); xor edi, edi; syscall
+    const CODE: &[u8] = &[0xb8, 0xe7, 0x00, 0x00, 0x00, 0x31, 0xff, 0x0f, 0x05];
+    let size = HEADERS + CODE.len() as u64;
+    let mut elf = Vec::with_capacity(size as usize);
+    // ELF header: 64-bit, little-endian, version 1, System V ABI.
+    elf.extend_from_slice(&[0x7f, b'E', b'L', b'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    elf.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    elf.extend_from_slice(&0x3eu16.to_le_bytes()); // EM_X86_64
+    elf.extend_from_slice(&1u32.to_le_bytes()); // EV_CURRENT
+    elf.extend_from_slice(&(BASE + HEADERS).to_le_bytes()); // entry
+    elf.extend_from_slice(&64u64.to_le_bytes()); // program headers
+    elf.extend_from_slice(&0u64.to_le_bytes()); // no section headers
+    elf.extend_from_slice(&0u32.to_le_bytes()); // flags
+    for half in [64u16, 56, 1, 64, 0, 0] {
+        // header size, phdr size and count, shdr size and count, shstrndx
+        elf.extend_from_slice(&half.to_le_bytes());
+    }
+    // One PT_LOAD, read + execute, mapping the whole file at BASE.
+    elf.extend_from_slice(&1u32.to_le_bytes());
+    elf.extend_from_slice(&5u32.to_le_bytes());
+    for word in [0, BASE, BASE, size, size, 0x1000] {
+        elf.extend_from_slice(&word.to_le_bytes());
+    }
+    elf.extend_from_slice(CODE);
+    elf
+}
 
 /// Base archive (busybox, bash, /init, /etc; cached) followed by a second
 /// archive with the tests and the files they name by absolute path.
@@ -445,8 +481,9 @@ fn initramfs(root: &Path, vm: &Path, tests: &Tests) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(&dir)?;
     let base = dir.join("base.cpio");
     let stamp = dir.join("base.init");
+    let wanted = format!("{BASE_REVISION}\n{INIT}");
     let current = std::fs::read_to_string(&stamp).ok();
-    if !base.is_file() || current.as_deref() != Some(INIT) {
+    if !base.is_file() || current.as_deref() != Some(wanted.as_str()) {
         let stage = dir.join("base");
         let _ = std::fs::remove_dir_all(&stage);
         for d in [
@@ -458,15 +495,19 @@ fn initramfs(root: &Path, vm: &Path, tests: &Tests) -> anyhow::Result<PathBuf> {
         for applet in APPLETS {
             std::os::unix::fs::symlink("busybox", stage.join("bin").join(applet))?;
         }
-        for applet in COPIED_APPLETS {
-            std::fs::copy("/bin/busybox", stage.join("bin").join(applet))?;
-        }
+        // A copy, not a symlink: an exec of /bin/echo reports /bin/echo.
+        std::fs::copy("/bin/busybox", stage.join("bin/echo"))?;
+        std::fs::write(stage.join("bin/true"), true_elf())?;
+        std::fs::set_permissions(
+            stage.join("bin/true"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )?;
         std::fs::copy("/bin/bash-static", stage.join("bin/bash")).context("copying bash-static")?;
         std::fs::write(stage.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n")?;
         std::fs::write(stage.join("etc/group"), "root:x:0:\n")?;
         write_executable(&stage.join("init"), INIT)?;
         cpio(&stage, &base)?;
-        std::fs::write(&stamp, INIT)?;
+        std::fs::write(&stamp, &wanted)?;
     }
 
     let stage = dir.join("tests");
@@ -760,6 +801,20 @@ SIGEXEC-VM-DONE\r
                    SIGEXEC-VM-RESULT exec_capture rc=0\nSIGEXEC-VM-DONE\n";
         let row = parse("k", log, 1.0, PathBuf::new());
         assert_eq!(row.problems, vec!["eBPF test skipped: long_argv: not root"]);
+    }
+
+    #[test]
+    fn the_guests_true_is_a_static_elf_that_exits_0() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::env::temp_dir().join(format!("xtask-true-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let path = dir.join("true");
+        std::fs::write(&path, true_elf()).expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let status = Command::new(&path).arg("ignored").status().expect("exec");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(status.success(), "{status}");
+        assert_eq!(true_elf().len(), 129);
     }
 
     #[test]
