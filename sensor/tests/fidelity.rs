@@ -469,6 +469,34 @@ fn a_scripts_child_knows_the_script_and_interpreter_of_its_parent() {
     assert_eq!(rule_ids(&child.alerts), [KESL_RULE, SERVICE_STOP_RULE]);
 }
 
+/// Helper mode of this test binary: overwrite our own argv area in place
+/// (through /proc/self/mem, as malware that hides its arguments does) and
+/// wait to be killed.
+#[test]
+fn helper_rewrite_own_argv() {
+    if std::env::var_os("SIGEXEC_REWRITE_ARGV").is_none() {
+        return;
+    }
+    use std::io::{Seek as _, SeekFrom, Write as _};
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("stat");
+    let fields: Vec<&str> = stat[stat.rfind(')').expect("comm") + 2..]
+        .split_whitespace()
+        .collect();
+    // Fields 48 and 49 of /proc/PID/stat: arg_start, arg_end.
+    let start: u64 = fields[45].parse().expect("arg_start");
+    let end: u64 = fields[46].parse().expect("arg_end");
+    let mut fake = b"innocent".to_vec();
+    fake.resize((end - start) as usize, 0);
+    let mut mem = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/proc/self/mem")
+        .expect("open /proc/self/mem");
+    mem.seek(SeekFrom::Start(start)).expect("seek");
+    mem.write_all(&fake).expect("overwrite argv");
+    println!("rewritten");
+    std::thread::sleep(std::time::Duration::from_secs(30));
+}
+
 #[test]
 fn a_process_that_rewrites_its_argv_still_shows_how_it_started() {
     if !ebpf_allowed("argv_rewrite") {
@@ -476,32 +504,33 @@ fn a_process_that_rewrites_its_argv_still_shows_how_it_started() {
     }
     let mut h = Harness::start(&Options::default());
     let marker = format!("rewrite-{}", std::process::id());
-    // perl's `$0 =` overwrites the argv area in place, as malware that
-    // hides its arguments does.
-    let mut child = Command::new("perl")
-        .args(["-e", "$0 = 'innocent'; sleep 5", &marker])
+    let mut child = Command::new(std::env::current_exe().expect("exe"))
+        .args(["--exact", "helper_rewrite_own_argv", "--nocapture", &marker])
+        .env("SIGEXEC_REWRITE_ARGV", "1")
+        .stdout(std::process::Stdio::piped())
         .spawn()
-        .expect("spawn perl");
-    let cmdline_path = format!("/proc/{}/cmdline", child.id());
-    let mut rewritten = String::new();
-    for _ in 0..100 {
-        rewritten = std::fs::read_to_string(&cmdline_path).unwrap_or_default();
-        if rewritten.starts_with("innocent") {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    child.kill().expect("kill perl");
+        .expect("spawn helper");
+    // The test harness prints its own lines first.
+    let line = std::io::BufRead::lines(std::io::BufReader::new(
+        child.stdout.take().expect("stdout"),
+    ))
+    .map_while(Result::ok)
+    .find(|l| l.contains("rewritten"))
+    .unwrap_or_default();
+    let rewritten =
+        std::fs::read_to_string(format!("/proc/{}/cmdline", child.id())).unwrap_or_default();
+    child.kill().expect("kill helper");
     child.wait().expect("wait");
     let seen = h.collect();
+    assert!(line.contains("rewritten"), "{line:?}");
     assert!(
         rewritten.starts_with("innocent"),
-        "perl rewrote argv: {rewritten:?}"
+        "argv rewritten: {rewritten:?}"
     );
     let e = &only(&seen, child.id()).event;
-    assert_eq!(e.argv.last(), Some(&marker));
+    assert_eq!(e.argv.last(), Some(&marker), "{:?}", e.argv);
     assert!(
-        e.command_line.contains("$0 = 'innocent'"),
+        e.command_line.contains("helper_rewrite_own_argv"),
         "{}",
         e.command_line
     );

@@ -4,12 +4,14 @@
 //! - `run`: setup, build, start the daemon in the foreground.
 //! - `test`: setup, lint, run every test.
 //! - `package`: build the Debian package.
+//! - `vm-test`: the integration tests on a matrix of kernels under qemu.
 
 mod bench;
 mod package;
 mod run;
 mod setup;
 mod test;
+mod vm_test;
 
 use std::process::ExitCode;
 
@@ -34,6 +36,8 @@ enum Command {
     Bench(bench::Options),
     /// Build the Debian package (binary, unit, config, man page).
     Package(package::Options),
+    /// Run the sensor's integration tests on a matrix of kernels (qemu).
+    VmTest(vm_test::Options),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +47,7 @@ fn main() -> ExitCode {
         Command::Test(opts) => test::run(&opts),
         Command::Bench(opts) => bench::run(&opts),
         Command::Package(opts) => package::run(&opts),
+        Command::VmTest(opts) => vm_test::run(&opts),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,7 +5,9 @@
 //! - Debian's LLVM 22 development files (`llvm-22-dev`, `libpolly-22-dev`),
 //!   which bpf-linker links against; nightly 1.97 emits LLVM 22 bitcode,
 //!   and bpf-linker must read it with the same major version;
-//! - `bpf-linker` built against that LLVM.
+//! - `bpf-linker` built against that LLVM;
+//! - what `cargo xtask vm-test` boots kernels with (qemu, busybox, cpio,
+//!   a static bash), since `cargo xtask test` runs the kernel matrix.
 
 use std::{
     path::{Path, PathBuf},
@@ -28,6 +30,7 @@ pub fn run(_: &Options) -> anyhow::Result<()> {
     llvm()?;
     bpf_linker()?;
     service_tools()?;
+    apt_packages(crate::vm_test::PACKAGES)?;
     Ok(())
 }
 
@@ -43,24 +46,7 @@ fn service_tools() -> anyhow::Result<()> {
         return Ok(());
     }
     eprintln!("setup: installing {} from apt", missing.join(" "));
-    let apt = || {
-        let mut cmd = if is_root() {
-            Command::new("apt-get")
-        } else {
-            let mut c = Command::new("sudo");
-            c.arg("apt-get");
-            c
-        };
-        cmd.env("DEBIAN_FRONTEND", "noninteractive");
-        cmd
-    };
-    status(apt().args(["update", "-q"])).context("apt-get update (needs root or sudo)")?;
-    status(
-        apt()
-            .args(["install", "-y", "-q", "--no-install-recommends"])
-            .args(&missing),
-    )
-    .context("installing the service test tools")
+    apt_install(&missing).context("installing the service test tools")
 }
 
 fn rust_src() -> anyhow::Result<()> {
@@ -107,6 +93,34 @@ fn llvm() -> anyhow::Result<()> {
         return Ok(());
     }
     eprintln!("setup: installing {} from apt", LLVM_PACKAGES.join(" "));
+    apt_install(LLVM_PACKAGES).context("installing LLVM 22 development packages")?;
+    if !config.exists() {
+        bail!(
+            "{} still missing after installing {LLVM_PACKAGES:?}",
+            config.display()
+        );
+    }
+    Ok(())
+}
+
+/// Installs those of `packages` that dpkg does not list as installed.
+pub fn apt_packages(packages: &[&str]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = packages
+        .iter()
+        .copied()
+        .filter(|p| {
+            !output(Command::new("dpkg-query").args(["-W", "-f=${Status}", p]))
+                .is_ok_and(|s| s.ends_with(" installed"))
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("setup: installing {} from apt", missing.join(" "));
+    apt_install(&missing).with_context(|| format!("installing {missing:?}"))
+}
+
+fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
     let root = is_root();
     let apt = |args: &[&str]| {
         let mut cmd = if root {
@@ -119,18 +133,11 @@ fn llvm() -> anyhow::Result<()> {
         cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
         cmd
     };
-    // The package lists of a fresh machine may predate LLVM 22.
+    // The package lists of a fresh machine may predate what we install.
     status(&mut apt(&["update", "-q"])).context("apt-get update (needs root or sudo)")?;
     let mut install = vec!["install", "-y", "-q", "--no-install-recommends"];
-    install.extend_from_slice(LLVM_PACKAGES);
-    status(&mut apt(&install)).context("installing LLVM 22 development packages")?;
-    if !config.exists() {
-        bail!(
-            "{} still missing after installing {LLVM_PACKAGES:?}",
-            config.display()
-        );
-    }
-    Ok(())
+    install.extend_from_slice(packages);
+    status(&mut apt(&install))
 }
 
 fn bpf_linker() -> anyhow::Result<()> {

@@ -1,16 +1,20 @@
 //! `cargo xtask test`: set up, check formatting and clippy, and run every
 //! test of the workspace, including the ones that load the eBPF program
-//! (they need root; under `CI=true` they fail instead of skipping).
+//! (they need root; under `CI=true` they fail instead of skipping), then
+//! the kernel matrix (`cargo xtask vm-test`) unless `--no-vm`.
 
 use std::process::Command;
 
-use crate::{setup, status, workspace_root};
+use crate::{setup, status, vm_test, workspace_root};
 
 #[derive(clap::Args)]
 pub struct Options {
     /// Skip `cargo fmt --check` and clippy.
     #[arg(long)]
     no_lint: bool,
+    /// Skip the kernel matrix (`cargo xtask vm-test`, several minutes).
+    #[arg(long)]
+    no_vm: bool,
     /// Arguments passed to `cargo test` (after `--`), e.g. a test name.
     #[arg(last = true)]
     args: Vec<String>,
@@ -36,5 +40,9 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     }
     let mut test = cargo(&["test", "--workspace", "--exclude", "sensor-ebpf"]);
     test.args(&opts.args);
-    status(&mut test)
+    status(&mut test)?;
+    if !opts.no_vm {
+        vm_test::run(&vm_test::Options::default())?;
+    }
+    Ok(())
 }
