@@ -30,11 +30,12 @@ pub use record::{DecodeError, ExecRecord, Record};
 static PROGRAM: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sensor"));
 
 /// Default ring buffer size. An exec costs ~400 bytes of ring (its record
-/// plus the fork and exit records), so 4 MiB holds ~10,000 execs: four
-/// seconds of a saturated 2-core host (~2,500 exec/s) with the reader
-/// stalled. The ring is mapped twice into the daemon, so its size counts
-/// double in RSS: 16 MiB would cost 32 MiB of RSS for no measured gain.
-pub const DEFAULT_RINGBUF_BYTES: u32 = 4 * 1024 * 1024;
+/// plus the fork and exit records), so 8 MiB holds ~20,000 execs: several
+/// seconds of a saturated 2-core host with the reader stalled. The ring is
+/// mapped twice into the daemon, so its size counts double in RSS; 4 MiB
+/// was measured to lose records on a loaded test host (daemons starting
+/// while builds and VMs ran), 16 MiB costs 32 MiB of RSS.
+pub const DEFAULT_RINGBUF_BYTES: u32 = 8 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
@@ -340,8 +341,12 @@ fn ensure_tracefs() {
 /// heap that is free once the programs are attached; hand it back to the
 /// system so the daemon's resident size reflects its steady state.
 fn release_free_memory() {
+    // glibc keeps freed heap; musl's allocator returns it by itself.
+    #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only releases free heap pages.
-    unsafe { libc::malloc_trim(0) };
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 fn page_size() -> u32 {
