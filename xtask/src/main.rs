@@ -3,7 +3,9 @@
 //! - `setup`: install the eBPF toolchain (idempotent).
 //! - `run`: setup, build, start the daemon in the foreground.
 //! - `test`: setup, lint, run every test.
+//! - `bench`: benchmarks (`bench matcher`: Sigma matching against other engines).
 
+mod bench;
 mod run;
 mod setup;
 mod test;
@@ -27,6 +29,8 @@ enum Command {
     Run(run::Options),
     /// Set up, check formatting and lints, and run every test.
     Test(test::Options),
+    /// Run a benchmark (release build).
+    Bench(bench::Options),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +38,7 @@ fn main() -> ExitCode {
         Command::Setup(opts) => setup::run(&opts),
         Command::Run(opts) => run::run(opts),
         Command::Test(opts) => test::run(&opts),
+        Command::Bench(opts) => bench::run(&opts),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
