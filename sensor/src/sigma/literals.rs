@@ -306,9 +306,13 @@ impl Builder {
                 } else {
                     StartKind::Anchored
                 };
+                // Patterns of a case-insensitive scan are lowercase; the
+                // automaton also takes `A-Z` for `a-z`, so ASCII text needs
+                // no lowercased copy (see `EventCache::scan`).
                 let dfa = DFA::builder()
                     .match_kind(MatchKind::Standard)
                     .start_kind(start)
+                    .ascii_case_insensitive(!scan.cased)
                     .build(&scan.patterns);
                 let automaton = match (dfa, scan.group) {
                     (Err(_), _) => Scanner::Naive,

@@ -37,6 +37,8 @@ struct FieldView<'e> {
     /// case-insensitive use; the buffer is recycled through [`Scratch`].
     lowered: String,
     is_lowered: bool,
+    /// `text` is all ASCII (then lowercasing only changes `A-Z`).
+    ascii: bool,
 }
 
 impl<'e> FieldView<'e> {
@@ -47,11 +49,13 @@ impl<'e> FieldView<'e> {
             Some(Value::Bool(b)) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
             Some(Value::Null) | None => None,
         };
+        let ascii = text.as_deref().is_some_and(str::is_ascii);
         FieldView {
             value,
             text,
             lowered,
             is_lowered: false,
+            ascii,
         }
     }
 
@@ -68,7 +72,7 @@ impl<'e> FieldView<'e> {
         if !self.is_lowered {
             self.is_lowered = true;
             self.lowered.clear();
-            if text.is_ascii() {
+            if self.ascii {
                 self.lowered.push_str(text);
                 self.lowered.make_ascii_lowercase();
             } else {
@@ -219,7 +223,17 @@ impl<'e> EventCache<'e> {
                     pool.pop().unwrap_or_default(),
                 )
             });
-            let Some(text) = view.text_for(scan.cased) else {
+            // Case-insensitive automata ignore ASCII case themselves, so
+            // ASCII text is searched as is and lowercased only if a
+            // candidate rule compares it; other text is lowercased first
+            // (Unicode folding can change its bytes).
+            let as_is = scan.cased || (view.ascii && !matches!(scan.automaton, Scanner::Naive));
+            let text = if as_is {
+                view.text.as_deref()
+            } else {
+                view.text_for(false)
+            };
+            let Some(text) = text else {
                 continue;
             };
             let found = &mut self.found;
