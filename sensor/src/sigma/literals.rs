@@ -84,10 +84,18 @@ pub(crate) enum Scanner {
     /// by state: `aho-corasick`'s iterators do not do anchored overlapping
     /// searches, and the walk stops as soon as no pattern can match.
     Anchored(Box<DFA>),
+    /// `contains` patterns searched one by one with prebuilt `memchr`
+    /// finders, for sets of at most [`FEW`] patterns: on a path-sized
+    /// text a few vectorised substring searches cost less than walking an
+    /// automaton byte by byte (callgrind: ~17 instructions a byte).
+    Few(Vec<memchr::memmem::Finder<'static>>),
     /// Each pattern on its own; only if an automaton could not be built
     /// (beyond the crate's size limits).
     Naive,
 }
+
+/// Largest `contains` set searched pattern by pattern ([`Scanner::Few`]).
+const FEW: usize = 3;
 
 /// All literals of a rule set; see the module documentation.
 #[derive(Debug, Default)]
@@ -315,6 +323,14 @@ impl Builder {
                     .ascii_case_insensitive(!scan.cased)
                     .build(&scan.patterns);
                 let automaton = match (dfa, scan.group) {
+                    _ if scan.group == Group::Anywhere && scan.patterns.len() <= FEW => {
+                        Scanner::Few(
+                            scan.patterns
+                                .iter()
+                                .map(|p| memchr::memmem::Finder::new(p).into_owned())
+                                .collect(),
+                        )
+                    }
                     (Err(_), _) => Scanner::Naive,
                     (Ok(d), Group::Anywhere) => Scanner::Anywhere(Box::new(d)),
                     (Ok(d), Group::Start | Group::End) => Scanner::Anchored(Box::new(d)),

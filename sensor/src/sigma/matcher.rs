@@ -227,7 +227,8 @@ impl<'e> EventCache<'e> {
             // ASCII text is searched as is and lowercased only if a
             // candidate rule compares it; other text is lowercased first
             // (Unicode folding can change its bytes).
-            let as_is = scan.cased || (view.ascii && !matches!(scan.automaton, Scanner::Naive));
+            let as_is = scan.cased
+                || (view.ascii && !matches!(scan.automaton, Scanner::Naive | Scanner::Few(_)));
             let text = if as_is {
                 view.text.as_deref()
             } else {
@@ -288,6 +289,13 @@ impl<'e> EventCache<'e> {
                             if dfa.pattern_len(pattern) == i + 1 {
                                 hit(pattern.as_usize(), i + 1);
                             }
+                        }
+                    }
+                }
+                Scanner::Few(finders) => {
+                    for (pattern, finder) in finders.iter().enumerate() {
+                        if let Some(start) = finder.find(haystack) {
+                            hit(pattern, start + finder.needle().len());
                         }
                     }
                 }
