@@ -3,6 +3,8 @@
 //! - `setup`: install the eBPF toolchain (idempotent).
 //! - `run`: setup, build, start the daemon in the foreground.
 //! - `test`: setup, lint, run every test.
+//! - `bench`: benchmarks (`bench exec`: the sensor's cost on an exec storm;
+//!   `bench matcher`: Sigma matching against other engines).
 //! - `package`: build the Debian package.
 //! - `vm-test`: the integration tests on a matrix of kernels under qemu.
 
@@ -32,7 +34,7 @@ enum Command {
     Run(run::Options),
     /// Set up, check formatting and lints, and run every test.
     Test(test::Options),
-    /// Benchmarks (`bench exec`).
+    /// Benchmarks (release builds): `bench exec`, `bench matcher`.
     Bench(bench::Options),
     /// Build the Debian package (binary, unit, config, man page).
     Package(package::Options),

@@ -12,10 +12,19 @@
 //!    same anchor shares one id.
 //! 2. For each rule, [`required`] walks the condition and finds a set of
 //!    literal ids such that the rule cannot match unless one of them is
-//!    found. Rules where no such set exists (a `not`, a regex, a keyword
-//!    search or `exists` on every path) are always evaluated.
+//!    found. Where an AND offers a choice, it takes the set least likely
+//!    to be found in an ordinary event (long, anchored literals over short
+//!    `contains` ones, by [`Literal::cost`]), so a benign command line
+//!    makes few rules candidates. Rules where no such set exists (a `not`,
+//!    a regex, a keyword search or `exists` on every path) are always
+//!    evaluated.
+//! 3. Only literals in some rule's required set are indexed. The others
+//!    get their original matcher back: they are compared only when their
+//!    rule is a candidate, which keeps short, common literals (`-c`, `sh`,
+//!    `0`) out of the automata, where they would match on nearly every
+//!    event.
 //!
-//! Per event (`matcher::Scratch::scan`): each indexed field's text is
+//! Per event (`matcher::EventCache::scan`): each indexed field's text is
 //! lowercased once and searched once with overlapping matches; a match is a
 //! hit when its position satisfies the anchor (whole text, start, end,
 //! anywhere). The hits mark candidate rules; only candidates and the
@@ -75,10 +84,18 @@ pub(crate) enum Scanner {
     /// by state: `aho-corasick`'s iterators do not do anchored overlapping
     /// searches, and the walk stops as soon as no pattern can match.
     Anchored(Box<DFA>),
+    /// `contains` patterns searched one by one with prebuilt `memchr`
+    /// finders, for sets of at most [`FEW`] patterns: on a path-sized
+    /// text a few vectorised substring searches cost less than walking an
+    /// automaton byte by byte (callgrind: ~17 instructions a byte).
+    Few(Vec<memchr::memmem::Finder<'static>>),
     /// Each pattern on its own; only if an automaton could not be built
     /// (beyond the crate's size limits).
     Naive,
 }
+
+/// Largest `contains` set searched pattern by pattern ([`Scanner::Few`]).
+const FEW: usize = 3;
 
 /// All literals of a rule set; see the module documentation.
 #[derive(Debug, Default)]
@@ -102,53 +119,55 @@ struct PendingScan {
     targets: Vec<Vec<(LitId, Anchor)>>,
 }
 
+/// One literal as collected: where it goes and what it replaced.
+struct Literal {
+    field: FieldId,
+    cased: bool,
+    text: String,
+    anchor: Anchor,
+    /// The matcher it replaced, put back if the literal is not indexed.
+    original: StrMatcher,
+}
+
+impl Literal {
+    /// A rough chance that a random field value has this literal: each
+    /// byte divides it (by ~4, text is not uniform), and an anchored
+    /// literal can only be at one place of the text, not at any of ~30.
+    /// Only used to compare requirement sets, so only the order matters.
+    fn cost(&self) -> f64 {
+        let len = i32::try_from(self.text.len().min(16)).unwrap_or(16);
+        let places = if self.anchor == Anchor::Contains {
+            1.0
+        } else {
+            1.0 / 32.0
+        };
+        places * 0.25f64.powi(len)
+    }
+}
+
 /// Collects literals while rule trees are rewritten.
 #[derive(Default)]
 struct Builder {
-    scan_of: HashMap<(FieldId, bool, Group), usize>,
-    scans: Vec<PendingScan>,
     ids: HashMap<(FieldId, bool, String, Anchor), LitId>,
+    /// By [`LitId`].
+    literals: Vec<Literal>,
 }
 
 impl Builder {
-    fn literal(&mut self, field: FieldId, cased: bool, text: &str, anchor: Anchor) -> LitId {
-        let key = (field, cased, text.to_owned(), anchor);
+    fn literal(&mut self, field: FieldId, m: &StrMatcher, text: &str, anchor: Anchor) -> LitId {
+        let key = (field, m.cased, text.to_owned(), anchor);
         if let Some(&id) = self.ids.get(&key) {
             return id;
         }
-        let id = self.ids.len();
+        let id = self.literals.len();
         self.ids.insert(key, id);
-        let group = match anchor {
-            Anchor::Whole | Anchor::StartsWith => Group::Start,
-            Anchor::EndsWith => Group::End,
-            Anchor::Contains => Group::Anywhere,
-        };
-        let scans = &mut self.scans;
-        let scan = *self
-            .scan_of
-            .entry((field, cased, group))
-            .or_insert_with(|| {
-                scans.push(PendingScan {
-                    field,
-                    cased,
-                    group,
-                    patterns: Vec::new(),
-                    by_text: HashMap::new(),
-                    targets: Vec::new(),
-                });
-                scans.len() - 1
-            });
-        let scan = &mut self.scans[scan];
-        let mut bytes = text.as_bytes().to_vec();
-        if group == Group::End {
-            bytes.reverse();
-        }
-        let pattern = *scan.by_text.entry(bytes.clone()).or_insert_with(|| {
-            scan.patterns.push(bytes);
-            scan.targets.push(Vec::new());
-            scan.patterns.len() - 1
+        self.literals.push(Literal {
+            field,
+            cased: m.cased,
+            text: text.to_owned(),
+            anchor,
+            original: m.clone(),
         });
-        scan.targets[pattern].push((id, anchor));
         id
     }
 
@@ -169,7 +188,7 @@ impl Builder {
         if text.is_empty() {
             return None;
         }
-        Some(self.literal(field, m.cased, &text, anchor))
+        Some(self.literal(field, m, &text, anchor))
     }
 
     fn rewrite_search(&mut self, search: &mut SearchMatcher) {
@@ -205,10 +224,89 @@ impl Builder {
         }
     }
 
-    fn finish(self, triggers: Vec<Vec<usize>>, always: Vec<usize>, rules: usize) -> LiteralIndex {
-        let literal_count = self.ids.len();
-        let scans = self
-            .scans
+    /// Puts back the original matcher of every literal that is not
+    /// `indexed`: only candidate rules evaluate it, by comparing text, so
+    /// the automata stay small and a short, common literal (`-c`, `sh`)
+    /// that no rule depends on to be considered costs nothing per event.
+    fn unindex_search(&self, search: &mut SearchMatcher, indexed: &[bool]) {
+        match search {
+            SearchMatcher::AllOf(items) => {
+                items.iter_mut().for_each(|i| self.unindex_item(i, indexed));
+            }
+            SearchMatcher::AnyOf(alts) => {
+                alts.iter_mut()
+                    .for_each(|s| self.unindex_search(s, indexed));
+            }
+        }
+    }
+
+    fn unindex_item(&self, item: &mut ItemMatcher, indexed: &[bool]) {
+        match item {
+            ItemMatcher::Field {
+                test: FieldTest::Values { values, .. },
+                ..
+            } => {
+                for value in values.iter_mut() {
+                    match value {
+                        ValueMatcher::Lit(id) if !indexed[*id] => {
+                            *value = ValueMatcher::Str(self.literals[*id].original.clone());
+                        }
+                        ValueMatcher::AnyLit(ids) if ids.iter().any(|id| !indexed[*id]) => {
+                            *value = ValueMatcher::AnyStr(
+                                ids.iter()
+                                    .map(|id| self.literals[*id].original.clone())
+                                    .collect(),
+                            );
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            ItemMatcher::Not(inner) => self.unindex_item(inner, indexed),
+            ItemMatcher::Field { .. } | ItemMatcher::Keywords { .. } => {}
+        }
+    }
+
+    /// The automata over the `indexed` literals, one per field, case mode
+    /// and [`Group`], in order of first appearance.
+    fn scans(&self, indexed: &[bool]) -> Vec<FieldScan> {
+        let mut scan_of: HashMap<(FieldId, bool, Group), usize> = HashMap::new();
+        let mut pending: Vec<PendingScan> = Vec::new();
+        for (id, lit) in self.literals.iter().enumerate() {
+            if !indexed[id] {
+                continue;
+            }
+            let group = match lit.anchor {
+                Anchor::Whole | Anchor::StartsWith => Group::Start,
+                Anchor::EndsWith => Group::End,
+                Anchor::Contains => Group::Anywhere,
+            };
+            let scan = *scan_of
+                .entry((lit.field, lit.cased, group))
+                .or_insert_with(|| {
+                    pending.push(PendingScan {
+                        field: lit.field,
+                        cased: lit.cased,
+                        group,
+                        patterns: Vec::new(),
+                        by_text: HashMap::new(),
+                        targets: Vec::new(),
+                    });
+                    pending.len() - 1
+                });
+            let scan = &mut pending[scan];
+            let mut bytes = lit.text.as_bytes().to_vec();
+            if group == Group::End {
+                bytes.reverse();
+            }
+            let pattern = *scan.by_text.entry(bytes.clone()).or_insert_with(|| {
+                scan.patterns.push(bytes);
+                scan.targets.push(Vec::new());
+                scan.patterns.len() - 1
+            });
+            scan.targets[pattern].push((id, lit.anchor));
+        }
+        pending
             .into_iter()
             .map(|scan| {
                 let start = if scan.group == Group::Anywhere {
@@ -216,11 +314,23 @@ impl Builder {
                 } else {
                     StartKind::Anchored
                 };
+                // Patterns of a case-insensitive scan are lowercase; the
+                // automaton also takes `A-Z` for `a-z`, so ASCII text needs
+                // no lowercased copy (see `EventCache::scan`).
                 let dfa = DFA::builder()
                     .match_kind(MatchKind::Standard)
                     .start_kind(start)
+                    .ascii_case_insensitive(!scan.cased)
                     .build(&scan.patterns);
                 let automaton = match (dfa, scan.group) {
+                    _ if scan.group == Group::Anywhere && scan.patterns.len() <= FEW => {
+                        Scanner::Few(
+                            scan.patterns
+                                .iter()
+                                .map(|p| memchr::memmem::Finder::new(p).into_owned())
+                                .collect(),
+                        )
+                    }
                     (Err(_), _) => Scanner::Naive,
                     (Ok(d), Group::Anywhere) => Scanner::Anywhere(Box::new(d)),
                     (Ok(d), Group::Start | Group::End) => Scanner::Anchored(Box::new(d)),
@@ -234,14 +344,7 @@ impl Builder {
                     targets: scan.targets,
                 }
             })
-            .collect();
-        LiteralIndex {
-            scans,
-            literal_count,
-            triggers,
-            always,
-            rule_count: rules,
-        }
+            .collect()
     }
 }
 
@@ -249,44 +352,67 @@ impl Builder {
 /// index over them. `matchers` are in rule order.
 pub(crate) fn build<'a>(matchers: impl Iterator<Item = &'a mut RuleMatcher>) -> LiteralIndex {
     let mut builder = Builder::default();
-    let mut required_sets = Vec::new();
-    for m in matchers {
+    let mut matchers: Vec<&mut RuleMatcher> = matchers.collect();
+    for m in &mut matchers {
         m.searches
             .iter_mut()
             .for_each(|s| builder.rewrite_search(s));
-        required_sets.push(required(&m.condition, &m.searches));
     }
-    let mut triggers = vec![Vec::new(); builder.ids.len()];
+    let costs: Vec<f64> = builder.literals.iter().map(Literal::cost).collect();
+    let required_sets: Vec<Option<Vec<LitId>>> = matchers
+        .iter()
+        .map(|m| required(&m.condition, &m.searches, &costs))
+        .collect();
+    let literal_count = builder.literals.len();
+    let mut indexed = vec![false; literal_count];
+    let mut triggers = vec![Vec::new(); literal_count];
     let mut always = Vec::new();
     for (rule, set) in required_sets.iter().enumerate() {
         match set {
-            Some(lits) => lits.iter().for_each(|&l| triggers[l].push(rule)),
+            Some(lits) => lits.iter().for_each(|&l| {
+                triggers[l].push(rule);
+                indexed[l] = true;
+            }),
             None => always.push(rule),
         }
     }
-    let rules = required_sets.len();
-    builder.finish(triggers, always, rules)
+    for m in &mut matchers {
+        m.searches
+            .iter_mut()
+            .for_each(|s| builder.unindex_search(s, &indexed));
+    }
+    LiteralIndex {
+        scans: builder.scans(&indexed),
+        literal_count,
+        triggers,
+        always,
+        rule_count: required_sets.len(),
+    }
 }
 
 /// A set of literals one of which must be found for `cond` to be true,
-/// or `None` when there is no such set.
-fn required(cond: &Cond, searches: &[SearchMatcher]) -> Option<Vec<LitId>> {
+/// or `None` when there is no such set. Where there is a choice (an AND),
+/// the set least likely to be found in a random event, by `costs` (per
+/// literal id), so that few events make the rule a candidate.
+fn required(cond: &Cond, searches: &[SearchMatcher], costs: &[f64]) -> Option<Vec<LitId>> {
     match cond {
-        Cond::Search(i) => searches.get(*i).and_then(required_search),
+        Cond::Search(i) => searches.get(*i).and_then(|s| required_search(s, costs)),
         Cond::Not(_) => None,
-        Cond::And(items) => smallest(items.iter().map(|c| required(c, searches))),
-        Cond::Or(items) => union(items.iter().map(|c| required(c, searches))),
+        Cond::And(items) => cheapest(items.iter().map(|c| required(c, searches, costs)), costs),
+        Cond::Or(items) => union(items.iter().map(|c| required(c, searches, costs))),
     }
 }
 
-fn required_search(search: &SearchMatcher) -> Option<Vec<LitId>> {
+fn required_search(search: &SearchMatcher, costs: &[f64]) -> Option<Vec<LitId>> {
     match search {
-        SearchMatcher::AllOf(items) => smallest(items.iter().map(required_item)),
-        SearchMatcher::AnyOf(alts) => union(alts.iter().map(required_search)),
+        SearchMatcher::AllOf(items) => {
+            cheapest(items.iter().map(|i| required_item(i, costs)), costs)
+        }
+        SearchMatcher::AnyOf(alts) => union(alts.iter().map(|a| required_search(a, costs))),
     }
 }
 
-fn required_item(item: &ItemMatcher) -> Option<Vec<LitId>> {
+fn required_item(item: &ItemMatcher, costs: &[f64]) -> Option<Vec<LitId>> {
     let ItemMatcher::Field {
         test: FieldTest::Values { values, all },
         ..
@@ -299,12 +425,22 @@ fn required_item(item: &ItemMatcher) -> Option<Vec<LitId>> {
         ValueMatcher::AnyLit(ids) => Some(ids.clone()),
         _ => None,
     });
-    if *all { smallest(each) } else { union(each) }
+    if *all {
+        cheapest(each, costs)
+    } else {
+        union(each)
+    }
 }
 
-/// For an AND: any one requirement will do; take the smallest.
-fn smallest(sets: impl Iterator<Item = Option<Vec<LitId>>>) -> Option<Vec<LitId>> {
-    sets.flatten().min_by_key(Vec::len)
+/// For an AND: any one requirement will do; take the one least likely to
+/// be found (the sum of its literals' costs), then the smallest.
+fn cheapest(sets: impl Iterator<Item = Option<Vec<LitId>>>, costs: &[f64]) -> Option<Vec<LitId>> {
+    let cost = |set: &Vec<LitId>| -> f64 { set.iter().map(|&l| costs[l]).sum() };
+    sets.flatten().min_by(|a, b| {
+        cost(a)
+            .total_cmp(&cost(b))
+            .then_with(|| a.len().cmp(&b.len()))
+    })
 }
 
 /// For an OR: every branch must have a requirement; join them.

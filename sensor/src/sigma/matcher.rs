@@ -1,8 +1,10 @@
 //! Evaluating compiled rules against one event.
 //!
-//! A [`Scratch`] lives for one `RuleSet::matches` call: it fetches each
-//! field the rules ask for at most once and lowercases its text at most
-//! once, however many rules and values look at it. [`Scratch::scan`] runs
+//! An [`EventCache`] lives for one `RuleSet::matches` call: it fetches
+//! each field the rules ask for at most once and lowercases its text at
+//! most once, however many rules and values look at it. Its buffers come
+//! from a [`Scratch`] reused across events, so a benign event costs no
+//! allocation. [`EventCache::scan`] runs
 //! the literal pass of [`LiteralIndex`] first; rule evaluation then reads
 //! literal results from its bits and compares text only for wildcards,
 //! regexes and the other non-literal values.
@@ -31,22 +33,29 @@ struct FieldView<'e> {
     value: Option<Value<'e>>,
     /// Text form of a string, integer or boolean value.
     text: Option<Cow<'e, str>>,
-    /// Lowercased `text`, filled on first case-insensitive use.
-    lowered: Option<String>,
+    /// Lowercased `text` once `is_lowered`, filled on first
+    /// case-insensitive use; the buffer is recycled through [`Scratch`].
+    lowered: String,
+    is_lowered: bool,
+    /// `text` is all ASCII (then lowercasing only changes `A-Z`).
+    ascii: bool,
 }
 
 impl<'e> FieldView<'e> {
-    fn new(value: Option<Value<'e>>) -> Self {
+    fn new(value: Option<Value<'e>>, lowered: String) -> Self {
         let text = match &value {
             Some(Value::Str(s)) => Some(s.clone()),
             Some(Value::Int(n)) => Some(Cow::Owned(n.to_string())),
             Some(Value::Bool(b)) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
             Some(Value::Null) | None => None,
         };
+        let ascii = text.as_deref().is_some_and(str::is_ascii);
         FieldView {
             value,
             text,
-            lowered: None,
+            lowered,
+            is_lowered: false,
+            ascii,
         }
     }
 
@@ -60,7 +69,17 @@ impl<'e> FieldView<'e> {
         if cased {
             return Some(text);
         }
-        Some(self.lowered.get_or_insert_with(|| lowercase(text)))
+        if !self.is_lowered {
+            self.is_lowered = true;
+            self.lowered.clear();
+            if self.ascii {
+                self.lowered.push_str(text);
+                self.lowered.make_ascii_lowercase();
+            } else {
+                self.lowered.push_str(&lowercase(text));
+            }
+        }
+        Some(&self.lowered)
     }
 }
 
@@ -69,8 +88,10 @@ impl<'e> FieldView<'e> {
 pub(crate) struct Bits(Vec<u64>);
 
 impl Bits {
-    pub(crate) fn with_len(n: usize) -> Self {
-        Bits(vec![0; n.div_ceil(64)])
+    /// Empties the set and sizes it for `n` members, keeping the buffer.
+    fn reset(&mut self, n: usize) {
+        self.0.clear();
+        self.0.resize(n.div_ceil(64), 0);
     }
 
     pub(crate) fn set(&mut self, i: usize) {
@@ -99,33 +120,88 @@ impl Bits {
     }
 }
 
+/// Buffers for matching, reused from one event to the next so that the
+/// per-event work allocates nothing in the common case: the field slots,
+/// the lowercased texts and the literal and candidate bit sets. Create one
+/// per thread and pass it to [`super::RuleSet::matches_with`];
+/// [`super::RuleSet::matches`] uses a thread-local one.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    /// Always empty between calls; only its allocation is kept.
+    fields: Vec<Option<FieldView<'static>>>,
+    /// Lowercase buffers of the last event's fields, emptied.
+    pool: Vec<String>,
+    found: Bits,
+    candidates: Bits,
+}
+
+/// The same vector with another lifetime parameter, emptied. Collecting a
+/// `vec::IntoIter` through `map` into a type of the same size and
+/// alignment reuses the allocation (std's in-place collection), so this
+/// keeps the buffer without `unsafe`.
+fn relabel<'a, 'b>(mut v: Vec<Option<FieldView<'a>>>) -> Vec<Option<FieldView<'b>>> {
+    v.clear();
+    v.into_iter().map(|_| None).collect()
+}
+
+impl std::fmt::Debug for FieldView<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FieldView")
+            .field("value", &self.value)
+            .finish()
+    }
+}
+
 /// Per-call cache of the event's fields and of the literal pass.
-pub(crate) struct Scratch<'e> {
+pub(crate) struct EventCache<'e> {
     event: &'e dyn Event,
     names: &'e FieldTable,
     fields: Vec<Option<FieldView<'e>>>,
     /// Every string field, original and lowercased, for keyword searches.
     strings: Option<Vec<(String, String)>>,
-    /// Literals of the index found in this event (see [`Scratch::scan`]).
+    /// Literals of the index found in this event (see [`EventCache::scan`]).
     found: Bits,
+    /// Rules worth evaluating, filled by [`EventCache::scan`].
+    candidates: Bits,
+    pool: Vec<String>,
 }
 
-impl<'e> Scratch<'e> {
-    pub(crate) fn new(event: &'e dyn Event, names: &'e FieldTable) -> Self {
-        let mut fields = Vec::new();
+impl<'e> EventCache<'e> {
+    pub(crate) fn new(event: &'e dyn Event, names: &'e FieldTable, scratch: &mut Scratch) -> Self {
+        let mut fields = relabel(std::mem::take(&mut scratch.fields));
         fields.resize_with(names.len(), || None);
-        Scratch {
+        EventCache {
             event,
             names,
             fields,
             strings: None,
-            found: Bits::default(),
+            found: std::mem::take(&mut scratch.found),
+            candidates: std::mem::take(&mut scratch.candidates),
+            pool: std::mem::take(&mut scratch.pool),
         }
     }
 
+    /// Takes back the candidate set [`EventCache::scan`] returned.
+    pub(crate) fn give_back(&mut self, candidates: Bits) {
+        self.candidates = candidates;
+    }
+
+    /// Gives the buffers back to `scratch` for the next event.
+    pub(crate) fn finish(mut self, scratch: &mut Scratch) {
+        for view in self.fields.iter_mut().filter_map(Option::take) {
+            self.pool.push(view.lowered);
+        }
+        scratch.fields = relabel(self.fields);
+        scratch.pool = self.pool;
+        scratch.found = self.found;
+        scratch.candidates = self.candidates;
+    }
+
     fn field(&mut self, id: usize) -> &mut FieldView<'e> {
-        let (event, names) = (self.event, self.names);
-        self.fields[id].get_or_insert_with(|| FieldView::new(event.field(names.name(id))))
+        let (event, names, pool) = (self.event, self.names, &mut self.pool);
+        self.fields[id].get_or_insert_with(|| {
+            FieldView::new(event.field(names.name(id)), pool.pop().unwrap_or_default())
+        })
     }
 
     /// The literal pass: searches every indexed field with its automata,
@@ -133,16 +209,32 @@ impl<'e> Scratch<'e> {
     /// the rules worth evaluating (candidates plus the always-evaluated
     /// ones), as a set of rule indices.
     pub(crate) fn scan(&mut self, index: &LiteralIndex) -> Bits {
-        self.found = Bits::with_len(index.literal_count);
-        let mut candidates = Bits::with_len(index.rule_count);
+        self.found.reset(index.literal_count);
+        let mut candidates = std::mem::take(&mut self.candidates);
+        candidates.reset(index.rule_count);
         for &rule in &index.always {
             candidates.set(rule);
         }
         for scan in &index.scans {
-            let (event, names) = (self.event, self.names);
-            let view = self.fields[scan.field]
-                .get_or_insert_with(|| FieldView::new(event.field(names.name(scan.field))));
-            let Some(text) = view.text_for(scan.cased) else {
+            let (event, names, pool) = (self.event, self.names, &mut self.pool);
+            let view = self.fields[scan.field].get_or_insert_with(|| {
+                FieldView::new(
+                    event.field(names.name(scan.field)),
+                    pool.pop().unwrap_or_default(),
+                )
+            });
+            // Case-insensitive automata ignore ASCII case themselves, so
+            // ASCII text is searched as is and lowercased only if a
+            // candidate rule compares it; other text is lowercased first
+            // (Unicode folding can change its bytes).
+            let as_is = scan.cased
+                || (view.ascii && !matches!(scan.automaton, Scanner::Naive | Scanner::Few(_)));
+            let text = if as_is {
+                view.text.as_deref()
+            } else {
+                view.text_for(false)
+            };
+            let Some(text) = text else {
                 continue;
             };
             let found = &mut self.found;
@@ -200,6 +292,13 @@ impl<'e> Scratch<'e> {
                         }
                     }
                 }
+                Scanner::Few(finders) => {
+                    for (pattern, finder) in finders.iter().enumerate() {
+                        if let Some(start) = finder.find(haystack) {
+                            hit(pattern, start + finder.needle().len());
+                        }
+                    }
+                }
                 Scanner::Naive => {
                     for (pattern, p) in scan.patterns.iter().enumerate() {
                         let found = match scan.group {
@@ -231,11 +330,11 @@ impl<'e> Scratch<'e> {
 }
 
 impl RuleMatcher {
-    pub(crate) fn is_match(&self, scratch: &mut Scratch<'_>) -> bool {
+    pub(crate) fn is_match(&self, scratch: &mut EventCache<'_>) -> bool {
         self.eval(&self.condition, scratch)
     }
 
-    fn eval(&self, cond: &Cond, scratch: &mut Scratch<'_>) -> bool {
+    fn eval(&self, cond: &Cond, scratch: &mut EventCache<'_>) -> bool {
         match cond {
             Cond::Search(i) => self.searches.get(*i).is_some_and(|s| s.is_match(scratch)),
             Cond::Not(inner) => !self.eval(inner, scratch),
@@ -246,7 +345,7 @@ impl RuleMatcher {
 }
 
 impl SearchMatcher {
-    fn is_match(&self, scratch: &mut Scratch<'_>) -> bool {
+    fn is_match(&self, scratch: &mut EventCache<'_>) -> bool {
         match self {
             SearchMatcher::AllOf(items) => items.iter().all(|i| i.is_match(scratch)),
             SearchMatcher::AnyOf(alternatives) => alternatives.iter().any(|a| a.is_match(scratch)),
@@ -255,11 +354,11 @@ impl SearchMatcher {
 }
 
 impl ItemMatcher {
-    fn is_match(&self, scratch: &mut Scratch<'_>) -> bool {
+    fn is_match(&self, scratch: &mut EventCache<'_>) -> bool {
         match self {
             ItemMatcher::Field { field, test } => {
                 scratch.field(*field);
-                let Scratch { fields, found, .. } = &mut *scratch;
+                let EventCache { fields, found, .. } = &mut *scratch;
                 let Some(view) = fields[*field].as_mut() else {
                     return false;
                 };

@@ -46,11 +46,13 @@
 //! into per-field aho-corasick automata (`literals.rs`): anchored ones for
 //! whole/prefix and (reversed) suffix literals, an overlapping one for
 //! `contains`. For each rule the index keeps a set of literals one of which
-//! must be found for the rule to match. Per event, each indexed field is
-//! fetched and lowercased once and searched once per automaton; found
-//! literals mark candidate rules, and only candidates (plus the few rules
-//! with no required literal) are evaluated, reading literal results as
-//! bits (`matcher.rs`).
+//! must be found for the rule to match (the rarest such set), and only
+//! those literals are indexed. Per event, each indexed field is fetched
+//! and lowercased once and searched once per automaton; found literals
+//! mark candidate rules, and only candidates (plus the few rules with no
+//! required literal) are evaluated, reading indexed literals as bits and
+//! comparing the rest (`matcher.rs`). Per-event buffers live in a reused
+//! [`Scratch`], so matching a benign event allocates nothing.
 //!
 mod compile;
 mod condition;
@@ -65,6 +67,7 @@ mod yaml;
 mod tests;
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 
 pub use condition::ConditionError;
@@ -73,7 +76,8 @@ pub use rule::{FilterMeta, LogSource, RuleMeta};
 
 use compile::{FieldTable, RuleMatcher};
 use condition::Cond;
-use matcher::Scratch;
+use matcher::EventCache;
+pub use matcher::Scratch;
 
 /// One rule file's text and the name to report it by (a path, or
 /// `bundled:<file>`).
@@ -236,15 +240,31 @@ impl RuleSet {
     }
 
     /// Indices (into [`RuleSet::rules`]) of the rules that match `event`,
-    /// appended to `out` in rule order.
+    /// appended to `out` in rule order. Uses a thread-local [`Scratch`];
+    /// see [`RuleSet::matches_with`] to pass one explicitly.
     pub fn matches(&self, event: &dyn Event, out: &mut Vec<usize>) {
-        let mut scratch = Scratch::new(event, &self.fields);
-        let candidates = scratch.scan(&self.literals);
+        thread_local! {
+            static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+        }
+        SCRATCH.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut scratch) => self.matches_with(event, &mut scratch, out),
+            // Only if an `Event` implementation calls back into matching.
+            Err(_) => self.matches_with(event, &mut Scratch::default(), out),
+        });
+    }
+
+    /// Like [`RuleSet::matches`], with buffers from `scratch`, which may
+    /// have been used with any rule set before.
+    pub fn matches_with(&self, event: &dyn Event, scratch: &mut Scratch, out: &mut Vec<usize>) {
+        let mut cache = EventCache::new(event, &self.fields, scratch);
+        let candidates = cache.scan(&self.literals);
         for i in candidates.iter() {
-            if self.rules[i].matcher.is_match(&mut scratch) {
+            if self.rules[i].matcher.is_match(&mut cache) {
                 out.push(i);
             }
         }
+        cache.give_back(candidates);
+        cache.finish(scratch);
     }
 }
 

@@ -209,7 +209,8 @@ fn literal_pass_statistics() {
     let mut events = events();
     let benign = events.split_off(events.len() - 512);
     for e in benign.iter().step_by(64) {
-        let mut scratch = Scratch::new(e, &set.fields);
+        let mut buffers = Scratch::default();
+        let mut scratch = EventCache::new(e, &set.fields, &mut buffers);
         let candidates = scratch.scan(&set.literals);
         let cands: Vec<&str> = candidates
             .iter()
