@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use sensor::capture::Options;
 use support::{Harness, ebpf_allowed, fake_tool, tempdir};
@@ -20,19 +20,25 @@ fn a_builtin_kill_of_a_watched_daemon_names_the_shell_that_sent_it() {
     let install = dir.join("opt/kaspersky/kesl/bin");
     let wdserver = install.join("wdserver");
     std::fs::create_dir_all(&install).expect("mkdir");
-    std::fs::copy("/bin/sleep", &wdserver).expect("copy sleep");
-    let unwatched = fake_tool(&dir, "sleep-elsewhere");
-    std::fs::copy("/bin/sleep", &unwatched).expect("copy sleep");
+    // Stand-ins that wait until killed: copies of bash blocked reading a
+    // pipe nobody writes. Not copies of sleep: in the lab guests that is
+    // busybox, which picks its applet by name and would refuse to run as
+    // `wdserver`.
+    std::fs::copy("/bin/bash", &wdserver).expect("copy bash");
+    let unwatched = fake_tool(&dir, "wait-elsewhere");
+    std::fs::copy("/bin/bash", &unwatched).expect("copy bash");
 
     let mut h = Harness::start(&Options::default());
     h.pipeline
         .set_watch(vec![format!("{}/opt/kaspersky/", dir.display())]);
     let mut daemon = Command::new(&wdserver)
-        .arg("30")
+        .args(["-c", "read -r line"])
+        .stdin(Stdio::piped())
         .spawn()
         .expect("start fake daemon");
     let mut other = Command::new(&unwatched)
-        .arg("30")
+        .args(["-c", "read -r line"])
+        .stdin(Stdio::piped())
         .spawn()
         .expect("start other");
     // Let the daemon's exec reach the table before it is killed.

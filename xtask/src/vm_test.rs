@@ -63,8 +63,16 @@ enum Accel {
 
 /// Packages the lab needs on the machine running it (`setup` installs
 /// them). bash-static: the tests run `/bin/bash`, and the guest has no
-/// dynamic loader.
-pub const PACKAGES: &[&str] = &["qemu-system-x86", "busybox-static", "cpio", "bash-static"];
+/// dynamic loader. xz-utils and zstd: decompressing Debian's kernel
+/// modules.
+pub const PACKAGES: &[&str] = &[
+    "qemu-system-x86",
+    "busybox-static",
+    "cpio",
+    "bash-static",
+    "xz-utils",
+    "zstd",
+];
 
 const MUSL: &str = "x86_64-unknown-linux-musl";
 const SENTINEL: &str = "SIGEXEC-VM-RESULT";
@@ -105,7 +113,14 @@ deb http://deb.debian.org/debian bullseye main
 /// One row of the matrix.
 enum Kernel {
     Host,
-    Image { label: String, path: PathBuf },
+    Image {
+        label: String,
+        path: PathBuf,
+        /// Kernel modules for the guest to load (`insmod`) before the
+        /// tests: a Debian kernel's overlay.ko. None for a user's image,
+        /// which must have what the tests use built in.
+        modules: Option<PathBuf>,
+    },
 }
 
 /// The outcome of one row.
@@ -150,9 +165,17 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     for kernel in &kernels {
         let row = match kernel {
             Kernel::Host => run_host(&vm, &tests)?,
-            Kernel::Image { label, path } => {
+            Kernel::Image {
+                label,
+                path,
+                modules,
+            } => {
                 let initramfs = initramfs.as_deref().context("initramfs")?;
-                boot(label, path, initramfs, &vm, opts)?
+                let initrd = match modules {
+                    Some(dir) => with_modules(initramfs, dir, label)?,
+                    None => initramfs.to_path_buf(),
+                };
+                boot(label, path, &initrd, &vm, opts)?
             }
         };
         eprintln!(
@@ -201,6 +224,7 @@ fn resolve(name: &str, vm: &Path) -> anyhow::Result<Kernel> {
         let path = debian_kernel(series, vm)?;
         return Ok(Kernel::Image {
             label: format!("debian {}", series.name),
+            modules: path.parent().map(|d| d.join("modules")),
             path,
         });
     }
@@ -210,7 +234,11 @@ fn resolve(name: &str, vm: &Path) -> anyhow::Result<Kernel> {
             .file_name()
             .map(|f| f.to_string_lossy().into_owned())
             .unwrap_or_else(|| name.to_owned());
-        return Ok(Kernel::Image { label, path });
+        return Ok(Kernel::Image {
+            label,
+            path,
+            modules: None,
+        });
     }
     let known: Vec<&str> = SERIES.iter().map(|s| s.name).collect();
     bail!(
@@ -219,11 +247,13 @@ fn resolve(name: &str, vm: &Path) -> anyhow::Result<Kernel> {
     )
 }
 
-/// The cached `vmlinuz` of a Debian series, downloading it on first use.
+/// The cached `vmlinuz` of a Debian series, with the modules the tests
+/// need beside it in `modules/`, downloading them on first use.
 fn debian_kernel(series: &Series, vm: &Path) -> anyhow::Result<PathBuf> {
     let dir = vm.join("kernels").join(series.name);
     let vmlinuz = dir.join("vmlinuz");
-    if vmlinuz.is_file() {
+    let modules = dir.join("modules");
+    if vmlinuz.is_file() && modules.is_dir() {
         return Ok(vmlinuz);
     }
     let apt = PrivateApt::new(&vm.join("apt"))?;
@@ -260,7 +290,8 @@ fn debian_kernel(series: &Series, vm: &Path) -> anyhow::Result<PathBuf> {
         .map(|e| e.path())
         .find(|p| p.extension().is_some_and(|e| e == "deb"))
         .with_context(|| format!("{package}: apt-get download left no .deb"))?;
-    // Only /boot: the modules are not needed (the initramfs loads none).
+    // /boot, and of the modules only those the tests need: overlayfs (the
+    // container test), which Debian builds as a module.
     let extract = download.join("x");
     std::fs::create_dir_all(&extract)?;
     status(Command::new("sh").arg("-c").arg(format!(
@@ -269,6 +300,11 @@ fn debian_kernel(series: &Series, vm: &Path) -> anyhow::Result<PathBuf> {
         extract.display()
     )))
     .with_context(|| format!("extracting vmlinuz from {}", deb.display()))?;
+    let _ = std::fs::remove_dir_all(&modules);
+    std::fs::create_dir_all(&modules)?;
+    for module in MODULES {
+        extract_module(&deb, &extract, module, &modules)?;
+    }
     let image = std::fs::read_dir(extract.join("boot"))?
         .filter_map(Result::ok)
         .map(|e| e.path())
@@ -282,6 +318,77 @@ fn debian_kernel(series: &Series, vm: &Path) -> anyhow::Result<PathBuf> {
     std::fs::rename(&partial, &vmlinuz)?;
     let _ = std::fs::remove_dir_all(&download);
     Ok(vmlinuz)
+}
+
+/// Modules copied from a Debian kernel package into the guest, by path
+/// under `lib/modules/<release>/kernel/`, without the `.ko` suffix.
+const MODULES: &[&str] = &["fs/overlayfs/overlay"];
+
+/// Extracts `module` (maybe compressed: Debian compresses modules with xz
+/// from 6.x builds on) from `deb` as `<name>.ko` in `into`.
+fn extract_module(deb: &Path, scratch: &Path, module: &str, into: &Path) -> anyhow::Result<()> {
+    status(Command::new("sh").arg("-c").arg(format!(
+        "dpkg-deb --fsys-tarfile '{}' | tar -x -C '{}' --wildcards './lib/modules/*/kernel/{module}.ko*' './usr/lib/modules/*/kernel/{module}.ko*' 2>/dev/null; true",
+        deb.display(),
+        scratch.display()
+    )))?;
+    let found = output(
+        Command::new("find")
+            .arg(scratch)
+            .args(["-path", &format!("*/kernel/{module}.ko*")]),
+    )?;
+    let file = found
+        .lines()
+        .next()
+        .map(PathBuf::from)
+        .with_context(|| format!("{}: no module {module}.ko", deb.display()))?;
+    let name = module.rsplit('/').next().unwrap_or(module);
+    let to = into.join(format!("{name}.ko"));
+    let file_name = file.to_string_lossy().into_owned();
+    let decompress = if file_name.ends_with(".xz") {
+        Some("xz")
+    } else if file_name.ends_with(".zst") {
+        Some("zstd")
+    } else {
+        None
+    };
+    match decompress {
+        Some(tool) => {
+            let out = std::fs::File::create(&to)?;
+            status(Command::new(tool).arg("-dc").arg(&file).stdout(out))
+                .with_context(|| format!("decompressing {}", file.display()))?;
+        }
+        None => {
+            std::fs::copy(&file, &to)?;
+        }
+    }
+    Ok(())
+}
+
+/// `initramfs` with a further archive holding the `.ko` files of
+/// `modules` in `/lib/modules/`, which `/init` loads.
+fn with_modules(initramfs: &Path, modules: &Path, label: &str) -> anyhow::Result<PathBuf> {
+    let dir = initramfs.parent().context("initramfs has a parent")?;
+    let name = label.replace(['/', ' '], "-");
+    let stage = dir.join(format!("modules-{name}"));
+    let _ = std::fs::remove_dir_all(&stage);
+    std::fs::create_dir_all(stage.join("lib/modules"))?;
+    for entry in
+        std::fs::read_dir(modules).with_context(|| format!("reading {}", modules.display()))?
+    {
+        let path = entry?.path();
+        if let Some(file) = path.file_name() {
+            std::fs::copy(&path, stage.join("lib/modules").join(file))?;
+        }
+    }
+    let archive = dir.join(format!("modules-{name}.cpio"));
+    cpio(&stage, &archive)?;
+    let joined = dir.join(format!("initramfs-{name}.cpio"));
+    let mut out = std::fs::File::create(&joined)?;
+    for part in [initramfs, &archive] {
+        std::io::copy(&mut std::fs::File::open(part)?, &mut out)?;
+    }
+    Ok(joined)
 }
 
 /// Orders package names by the numbers in them (`6.1.0-57` after `6.1.0-9`).
@@ -412,8 +519,20 @@ fn build_tests(root: &Path) -> anyhow::Result<Tests> {
 
 /// The guest's `/init`: mount what the sensor reads, run each test binary
 /// on one thread, one sentinel per binary, then power off.
+///
+/// First it re-roots itself on a bind mount of the initramfs: the initial
+/// rootfs is the one mount with no parent, and the kernel refuses
+/// `pivot_root` for a process whose root is there (EINVAL), which the
+/// container test needs. With `/` a bind mount moved over rootfs and
+/// entered with chroot, paths read the same and `pivot_root` works, as it
+/// does on any booted system.
 const INIT: &str = r#"#!/bin/sh
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin HOME=/root CI=true RUST_BACKTRACE=1
+if [ -z "$SIGEXEC_REROOTED" ]; then
+  mkdir -p /.reroot && mount --bind / /.reroot && cd /.reroot && mount --move . / \
+    && SIGEXEC_REROOTED=1 exec chroot . /init
+  echo "SIGEXEC-VM-REROOT-FAILED"
+fi
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
@@ -422,6 +541,7 @@ mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 mount -t bpf bpf /sys/fs/bpf
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
+for m in /lib/modules/*.ko; do [ -e "$m" ] && insmod "$m"; done
 mkdir -p /run
 echo "SIGEXEC-VM-KERNEL $(uname -r)"
 for t in /tests/*; do
@@ -437,9 +557,11 @@ poweroff -f
 /// Busybox applets linked into the guest's /bin.
 const APPLETS: &[&str] = &[
     "cat",
+    "chroot",
     "cp",
     "env",
     "id",
+    "insmod",
     "ln",
     "ls",
     "mkdir",
