@@ -2,24 +2,27 @@
 //! its `matcher` benchmark (what it measures is documented in
 //! `bench/src/matcher.rs`).
 
-use std::process::Command;
+use std::process::{Command, Stdio};
 
-use crate::{status, workspace_root};
+use anyhow::{Context as _, bail};
+
+use crate::workspace_root;
 
 #[derive(clap::Args)]
 pub struct Options {
     /// Minimum measuring time per engine and workload, in seconds.
     #[arg(long, default_value_t = 2.0)]
-    seconds: f64,
+    pub seconds: f64,
     /// Print the rules sigexec matched on each event.
     #[arg(long)]
-    verbose: bool,
+    pub verbose: bool,
     /// Measure sigexec only (for running under a profiler).
     #[arg(long)]
-    sigexec_only: bool,
+    pub sigexec_only: bool,
 }
 
-pub fn run(opts: &Options) -> anyhow::Result<()> {
+/// Runs the benchmark and prints its table; returns what it printed.
+pub fn run(opts: &Options) -> anyhow::Result<String> {
     let mut cmd = Command::new("cargo");
     cmd.current_dir(workspace_root()).args([
         "run",
@@ -38,5 +41,14 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     if opts.sigexec_only {
         cmd.arg("--sigexec-only");
     }
-    status(&mut cmd)
+    let out = cmd
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running sigexec-bench")?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    print!("{text}");
+    if !out.status.success() {
+        bail!("sigexec-bench matcher failed: {}", out.status);
+    }
+    Ok(text)
 }
