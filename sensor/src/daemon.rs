@@ -315,9 +315,8 @@ pub fn load_rules(config: &Config, strictness: Strictness) -> anyhow::Result<Rul
 /// enabled exclusions compiled for them. Blocking.
 pub fn load_engine(config: &Config, strictness: Strictness) -> anyhow::Result<Engine> {
     let rules = load_rules(config, strictness)?;
-    let (exclusions, warnings) =
-        crate::exclusions::Exclusions::build(&config.exclusions, &rules)
-            .map_err(|e| anyhow::anyhow!(e))?;
+    let (exclusions, warnings) = crate::exclusions::Exclusions::build(&config.exclusions, &rules)
+        .map_err(|e| anyhow::anyhow!(e))?;
     for w in &warnings {
         warn!("{w}");
     }
@@ -381,10 +380,8 @@ pub async fn run(
     mut control: mpsc::UnboundedReceiver<Control>,
 ) -> anyhow::Result<Stopped> {
     let started = Instant::now();
-    let Prepared {
-        mut config,
-        engine,
-    } = prepare_blocking(source.clone(), Strictness::Start).await?;
+    let Prepared { mut config, engine } =
+        prepare_blocking(source.clone(), Strictness::Start).await?;
     info!(rules = engine.rules().len(), "rules loaded");
     let mut sinks = Sinks::start(&config.sinks)?;
     let excluded_sinks = match &config.exclusions.sinks {
@@ -479,7 +476,7 @@ pub async fn run(
                     s.report_drops();
                 }
                 if config.stats_interval.is_some() {
-                    let s = snapshot(&mut counters, &pipeline, &sinks, started, true);
+                    let s = snapshot(&mut counters, &pipeline, &sinks, alerts.excluded_sinks.as_ref(), started, true);
                     info!(
                         events = s.events,
                         events_per_second = s.events_per_second,
@@ -498,7 +495,7 @@ pub async fn run(
             _ = watchdog_tick.tick(), if watchdog => notify(&[sd_notify::NotifyState::Watchdog]),
             conn = accept(listener.as_ref()) => {
                 if let Ok(stream) = conn {
-                    let s = snapshot(&mut counters, &pipeline, &sinks, started, false);
+                    let s = snapshot(&mut counters, &pipeline, &sinks, alerts.excluded_sinks.as_ref(), started, false);
                     let mut body = serde_json::to_vec(&s).unwrap_or_default();
                     body.push(b'\n');
                     tokio::spawn(status::serve(stream, body));
@@ -506,7 +503,7 @@ pub async fn run(
             }
             conn = accept_tcp(metrics.as_ref()) => {
                 if let Ok(stream) = conn {
-                    let s = snapshot(&mut counters, &pipeline, &sinks, started, false);
+                    let s = snapshot(&mut counters, &pipeline, &sinks, alerts.excluded_sinks.as_ref(), started, false);
                     tokio::spawn(status::serve_prometheus(stream, status::prometheus(&s)));
                 }
             }
@@ -657,7 +654,10 @@ fn apply(
     limiter: &mut Limiter,
     counters: &mut Counters,
 ) {
-    let Prepared { config: new, engine } = prepared;
+    let Prepared {
+        config: new,
+        engine,
+    } = prepared;
     // Suppressed alerts' own sinks first: if they fail, nothing changed.
     let old_excluded = out.excluded_sinks.as_ref().map(Sinks::configs);
     let mut fresh_excluded = None;
@@ -668,7 +668,9 @@ fn apply(
             Ok(fresh) => fresh_excluded = Some(fresh),
             Err(e) => {
                 counters.reload_failures += 1;
-                error!("reload failed, keeping the previous config and rules: exclusions.sinks: {e:#}");
+                error!(
+                    "reload failed, keeping the previous config and rules: exclusions.sinks: {e:#}"
+                );
                 return;
             }
         }
@@ -773,7 +775,10 @@ impl Outgoing {
                 // An expected stop: counted apart, never as an alert, and
                 // limited apart so it cannot use up the rule's own budget.
                 counters.excluded += 1;
-                *counters.excluded_by_filter.entry(filter.clone()).or_default() += 1;
+                *counters
+                    .excluded_by_filter
+                    .entry(filter.clone())
+                    .or_default() += 1;
                 let key = format!(
                     "suppressed_by:{filter}:{}",
                     alert.rule.id.as_deref().unwrap_or(&alert.rule.title)
@@ -859,6 +864,7 @@ fn snapshot(
     counters: &mut Counters,
     pipeline: &Pipeline,
     sinks: &Sinks,
+    excluded_sinks: Option<&Sinks>,
     started: Instant,
     advance: bool,
 ) -> Status {
@@ -888,7 +894,16 @@ fn snapshot(
         rules: pipeline.engine().rules().len(),
         reloads: counters.reloads,
         reload_failures: counters.reload_failures,
-        sinks: sinks.stats(),
+        sinks: sinks
+            .stats()
+            .into_iter()
+            .chain(excluded_sinks.into_iter().flat_map(|s| {
+                s.stats().into_iter().map(|mut k| {
+                    k.name = format!("exclusions:{}", k.name);
+                    k
+                })
+            }))
+            .collect(),
     }
 }
 

@@ -334,9 +334,11 @@ impl Settings {
         };
         if let Some(sinks) = &file.sinks {
             if sinks.is_empty() {
-                return Err("exclusions.sinks: the list is empty; suppressed alerts would go \
+                return Err(
+                    "exclusions.sinks: the list is empty; suppressed alerts would go \
                             nowhere (omit the key to use the alert sinks)"
-                    .into());
+                        .into(),
+                );
             }
             for (i, s) in sinks.iter().enumerate() {
                 s.validate()
@@ -357,9 +359,11 @@ impl Settings {
             );
         }
         if on("maintenance_window") && windows.is_empty() {
-            return Err("exclusions.maintenance_windows: empty, but 'maintenance_window' is \
+            return Err(
+                "exclusions.maintenance_windows: empty, but 'maintenance_window' is \
                         enabled; declare a window"
-                .into());
+                    .into(),
+            );
         }
         Ok(Settings {
             enabled,
@@ -420,7 +424,10 @@ impl Exclusions {
     /// Compiles the enabled shipped filters for `rules`. A filter none of
     /// whose rules is loaded is reported in the returned warnings (it can
     /// exclude nothing), not refused: `--no-bundled` is legitimate.
-    pub fn build(settings: &Settings, rules: &RuleSet) -> Result<(Exclusions, Vec<String>), String> {
+    pub fn build(
+        settings: &Settings,
+        rules: &RuleSet,
+    ) -> Result<(Exclusions, Vec<String>), String> {
         let mut sources = Vec::new();
         for name in &settings.enabled {
             sources.push(
@@ -438,9 +445,10 @@ impl Exclusions {
         for (f, name) in settings.enabled.iter().enumerate() {
             let mut found = false;
             for (r, rule) in rules.rules().iter().enumerate() {
-                let named = filters.targets(f).iter().any(|t| {
-                    rule.meta.id.as_deref() == Some(t.as_str()) || rule.meta.title == *t
-                });
+                let named = filters
+                    .targets(f)
+                    .iter()
+                    .any(|t| rule.meta.id.as_deref() == Some(t.as_str()) || rule.meta.title == *t);
                 if named {
                     by_rule[r].push(f);
                     found = true;
@@ -654,7 +662,10 @@ mod tests {
         assert!(w.covers(at("UTC", 2026, 12, 5, 2, 0)), "start is inclusive");
         assert!(w.covers(at("UTC", 2026, 12, 5, 3, 59)));
         assert!(!w.covers(at("UTC", 2026, 12, 5, 4, 0)), "end is exclusive");
-        assert!(!w.covers(at("UTC", 2026, 12, 6, 3, 0)), "Sunday is not listed");
+        assert!(
+            !w.covers(at("UTC", 2026, 12, 6, 3, 0)),
+            "Sunday is not listed"
+        );
     }
 
     #[test]
@@ -745,7 +756,9 @@ mod tests {
         );
         let msg = config_error("exclusions:\n  enabled: []\n  admin_users: [bob]\n");
         assert!(
-            msg.starts_with("/etc/sigexec/config.yaml:3:3: exclusions: unknown field `admin_users`"),
+            msg.starts_with(
+                "/etc/sigexec/config.yaml:3:3: exclusions: unknown field `admin_users`"
+            ),
             "{msg}"
         );
         assert_eq!(
@@ -759,7 +772,11 @@ mod tests {
              low, medium, high, critical"
         );
         assert_eq!(
-            config_error(&bad_tz.replace("Europe/Berln", "UTC").replace("'04:00'", "'02:00'")),
+            config_error(
+                &bad_tz
+                    .replace("Europe/Berln", "UTC")
+                    .replace("'04:00'", "'02:00'")
+            ),
             "/etc/sigexec/config.yaml: exclusions.maintenance_windows[0]: start and end are both \
              02:00; for a whole day use 00:00 to 24:00"
         );
@@ -832,7 +849,9 @@ mod tests {
                 "security_scanner"
             ]
         );
-        let sources = names.iter().map(|n| rules::bundled_filter(n).expect("shipped"));
+        let sources = names
+            .iter()
+            .map(|n| rules::bundled_filter(n).expect("shipped"));
         let (set, errors) = FilterSet::load(sources);
         assert!(errors.is_empty(), "{errors:?}");
         for i in 0..set.len() {
@@ -929,9 +948,18 @@ mod tests {
                    "User": user, "LogonId": uid})
         };
         let f = |event, now| suppressed_by(&ex, &rules, event, &[], now);
-        assert_eq!(f(as_user("auditor", 1001), outside).as_deref(), Some("audit_users"));
-        assert_eq!(f(as_user("4242", 4242), outside).as_deref(), Some("audit_users"));
-        assert_eq!(f(as_user("alice", 1000), in_window).as_deref(), Some("maintenance_window"));
+        assert_eq!(
+            f(as_user("auditor", 1001), outside).as_deref(),
+            Some("audit_users")
+        );
+        assert_eq!(
+            f(as_user("4242", 4242), outside).as_deref(),
+            Some("audit_users")
+        );
+        assert_eq!(
+            f(as_user("alice", 1000), in_window).as_deref(),
+            Some("maintenance_window")
+        );
         assert_eq!(f(as_user("alice", 1000), outside), None);
         assert_eq!(f(as_user("mallory", 1002), in_window), None);
         // sudo: the real uid is root, the login user is the admin.
