@@ -854,8 +854,9 @@ mod tests {
             .map(|n| rules::bundled_filter(n).expect("shipped"));
         let (set, errors) = FilterSet::load(sources);
         assert!(errors.is_empty(), "{errors:?}");
-        for i in 0..set.len() {
-            assert_eq!(set.targets(i), [SEED, SERVICE_STOP, DBUS], "{}", names[i]);
+        assert_eq!(set.len(), names.len());
+        for (i, name) in names.iter().enumerate() {
+            assert_eq!(set.targets(i), [SEED, SERVICE_STOP, DBUS], "{name}");
         }
         // Not loaded as rules: nothing is suppressed unless enabled.
         assert!(rules::bundled().all(|s| !s.name.contains("filters/")));

@@ -36,6 +36,13 @@ pub fn render(msg: &Message) -> Option<String> {
                     "AlertTime": a.timestamp,
                 }),
             );
+            // An expected stop (see `exclusions`): the severity is already
+            // lowered; say which exclusion so a query can leave it out.
+            if let (Some(filter), Some(Value::Object(extra))) =
+                (&a.suppressed_by, v.get_mut("AdditionalFields"))
+            {
+                extra.insert("SuppressedBy".into(), json!(filter));
+            }
             v
         }
         Body::Event(e) => {
