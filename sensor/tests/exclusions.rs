@@ -379,3 +379,46 @@ fn a_bad_time_zone_on_reload_keeps_the_running_exclusions() {
     assert_suppressed(&alert_of(&output, &systemctl), "package_manager", "apt-get");
     daemon.stop();
 }
+
+#[test]
+fn rules_check_with_the_config_compiles_the_enabled_exclusions() {
+    let (_guard, dir) = tempdir();
+    let config = write_config(
+        &dir,
+        "  enabled: [config_management, audit_users]\n  audit_users: [auditor]\n",
+    );
+    let out = Command::new(SIGEXEC)
+        .args(["rules", "check", "--config"])
+        .arg(&config)
+        .output()
+        .expect("sigexec rules check");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.ends_with(" rules loaded, 0 errors\n"), "{stdout}");
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(&config)
+            .expect("read")
+            .replace("[config_management, audit_users]", "[config_managment]"),
+    )
+    .expect("rewrite config");
+    let out = Command::new(SIGEXEC)
+        .args(["rules", "check", "--config"])
+        .arg(&config)
+        .output()
+        .expect("sigexec rules check");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{}:8:12: exclusions.enabled: unknown exclusion 'config_managment' (did you mean \
+             'config_management'?)",
+            config.display()
+        )),
+        "{stderr}"
+    );
+}
