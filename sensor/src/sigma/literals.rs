@@ -100,6 +100,7 @@ const FEW: usize = 3;
 /// All literals of a rule set; see the module documentation.
 #[derive(Debug, Default)]
 pub(crate) struct LiteralIndex {
+    /// Sorted by field.
     pub(crate) scans: Vec<FieldScan>,
     pub(crate) literal_count: usize,
     /// Literal id -> rules that become candidates when it is found.
@@ -268,7 +269,7 @@ impl Builder {
     }
 
     /// The automata over the `indexed` literals, one per field, case mode
-    /// and [`Group`], in order of first appearance.
+    /// and [`Group`], sorted by field (so the pass fetches each field once).
     fn scans(&self, indexed: &[bool]) -> Vec<FieldScan> {
         let mut scan_of: HashMap<(FieldId, bool, Group), usize> = HashMap::new();
         let mut pending: Vec<PendingScan> = Vec::new();
@@ -306,6 +307,7 @@ impl Builder {
             });
             scan.targets[pattern].push((id, lit.anchor));
         }
+        pending.sort_by_key(|p| p.field);
         pending
             .into_iter()
             .map(|scan| {
@@ -317,9 +319,13 @@ impl Builder {
                 // Patterns of a case-insensitive scan are lowercase; the
                 // automaton also takes `A-Z` for `a-z`, so ASCII text needs
                 // no lowercased copy (see `EventCache::scan`).
+                // No prefilter: the scan walks the DFA itself, and with
+                // one the start states would be "special" too, stopping
+                // the walk's inner loop on every return to the start.
                 let dfa = DFA::builder()
                     .match_kind(MatchKind::Standard)
                     .start_kind(start)
+                    .prefilter(false)
                     .ascii_case_insensitive(!scan.cased)
                     .build(&scan.patterns);
                 let automaton = match (dfa, scan.group) {

@@ -235,14 +235,15 @@ impl RuleSet {
     /// have been used with any rule set before.
     pub fn matches_with(&self, event: &dyn Event, scratch: &mut Scratch, out: &mut Vec<usize>) {
         let mut cache = EventCache::new(event, &self.fields, scratch);
-        let candidates = cache.scan(&self.literals);
+        cache.scan(&self.literals);
+        let candidates = cache.take_candidates();
         for i in candidates.iter() {
             if self.rules[i].matcher.is_match(&mut cache) {
                 out.push(i);
             }
         }
         cache.give_back(candidates);
-        cache.finish(scratch);
+        cache.finish();
     }
 }
 
