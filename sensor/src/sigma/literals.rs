@@ -107,6 +107,9 @@ pub(crate) struct LiteralIndex {
     pub(crate) triggers: Vec<Vec<usize>>,
     /// Rules evaluated for every event (no required literal), in order.
     pub(crate) always: Vec<usize>,
+    /// Presence literals (`exists: true` requirements) in some rule's
+    /// required set: found when the field is there and not null.
+    pub(crate) presence: Vec<(FieldId, LitId)>,
     pub(crate) rule_count: usize,
 }
 
@@ -126,8 +129,12 @@ struct Literal {
     cased: bool,
     text: String,
     anchor: Anchor,
-    /// The matcher it replaced, put back if the literal is not indexed.
-    original: StrMatcher,
+    /// The matcher it replaced, put back if the literal is not indexed;
+    /// `None` for literals that replace nothing (a regex's prefixes, a
+    /// presence test).
+    original: Option<StrMatcher>,
+    /// Not text: "the field is present and not null" (`exists: true`).
+    presence: bool,
 }
 
 impl Literal {
@@ -136,6 +143,10 @@ impl Literal {
     /// literal can only be at one place of the text, not at any of ~30.
     /// Only used to compare requirement sets, so only the order matters.
     fn cost(&self) -> f64 {
+        if self.presence {
+            // Most fields a rule tests for are there in most events.
+            return 1.0;
+        }
         let len = i32::try_from(self.text.len().min(16)).unwrap_or(16);
         let places = if self.anchor == Anchor::Contains {
             1.0
@@ -150,24 +161,58 @@ impl Literal {
 #[derive(Default)]
 struct Builder {
     ids: HashMap<(FieldId, bool, String, Anchor), LitId>,
+    /// Field -> its presence literal.
+    presence: HashMap<FieldId, LitId>,
     /// By [`LitId`].
     literals: Vec<Literal>,
 }
 
 impl Builder {
-    fn literal(&mut self, field: FieldId, m: &StrMatcher, text: &str, anchor: Anchor) -> LitId {
-        let key = (field, m.cased, text.to_owned(), anchor);
+    /// The id of a text literal; `original` is the matcher it replaces,
+    /// if any (kept for the first literal of that text that has one).
+    fn literal(
+        &mut self,
+        field: FieldId,
+        cased: bool,
+        text: &str,
+        anchor: Anchor,
+        original: Option<&StrMatcher>,
+    ) -> LitId {
+        let key = (field, cased, text.to_owned(), anchor);
         if let Some(&id) = self.ids.get(&key) {
+            let lit = &mut self.literals[id];
+            if lit.original.is_none() {
+                lit.original = original.cloned();
+            }
             return id;
         }
         let id = self.literals.len();
         self.ids.insert(key, id);
         self.literals.push(Literal {
             field,
-            cased: m.cased,
+            cased,
             text: text.to_owned(),
             anchor,
-            original: m.clone(),
+            original: original.cloned(),
+            presence: false,
+        });
+        id
+    }
+
+    /// The presence literal of `field`.
+    fn presence(&mut self, field: FieldId) -> LitId {
+        if let Some(&id) = self.presence.get(&field) {
+            return id;
+        }
+        let id = self.literals.len();
+        self.presence.insert(field, id);
+        self.literals.push(Literal {
+            field,
+            cased: true,
+            text: String::new(),
+            anchor: Anchor::Whole,
+            original: None,
+            presence: true,
         });
         id
     }
@@ -182,14 +227,14 @@ impl Builder {
                 String::from_utf8(finder.needle().to_vec()).ok()?,
                 Anchor::Contains,
             ),
-            StrKind::Any | StrKind::Pattern(_) | StrKind::Regex(_) => return None,
+            StrKind::Any | StrKind::Pattern(_) | StrKind::Regex(..) => return None,
         };
         // An empty pattern matches everywhere and says nothing; keep the
         // plain comparison for it.
         if text.is_empty() {
             return None;
         }
-        Some(self.literal(field, m, &text, anchor))
+        Some(self.literal(field, m.cased, &text, anchor, Some(m)))
     }
 
     fn rewrite_search(&mut self, search: &mut SearchMatcher) {
@@ -207,6 +252,20 @@ impl Builder {
             } => {
                 for value in values.iter_mut() {
                     let lit = match value {
+                        ValueMatcher::Str(StrMatcher {
+                            kind: StrKind::Regex(_, prefixes),
+                            cased,
+                        }) if !prefixes.is_empty() => {
+                            let ids = prefixes
+                                .iter()
+                                .map(|p| self.literal(*field, *cased, p, Anchor::Contains, None))
+                                .collect();
+                            let ValueMatcher::Str(m) = std::mem::replace(value, ValueMatcher::Null)
+                            else {
+                                unreachable!("matched as Str above");
+                            };
+                            Some(ValueMatcher::RegexLits(m, ids))
+                        }
                         ValueMatcher::Str(m) => self.lit_of(*field, m).map(ValueMatcher::Lit),
                         ValueMatcher::AnyStr(ms) => ms
                             .iter()
@@ -219,6 +278,12 @@ impl Builder {
                         *value = lit;
                     }
                 }
+            }
+            ItemMatcher::Field {
+                field,
+                test: FieldTest::Exists(true),
+            } => {
+                self.presence(*field);
             }
             ItemMatcher::Not(inner) => self.rewrite_item(inner),
             ItemMatcher::Field { .. } | ItemMatcher::Keywords { .. } => {}
@@ -248,16 +313,19 @@ impl Builder {
                 ..
             } => {
                 for value in values.iter_mut() {
+                    // Lit and AnyLit ids come from `lit_of`, which always
+                    // records the matcher it replaced.
+                    let original = |id: &LitId| self.literals[*id].original.clone();
                     match value {
                         ValueMatcher::Lit(id) if !indexed[*id] => {
-                            *value = ValueMatcher::Str(self.literals[*id].original.clone());
+                            if let Some(m) = original(id) {
+                                *value = ValueMatcher::Str(m);
+                            }
                         }
                         ValueMatcher::AnyLit(ids) if ids.iter().any(|id| !indexed[*id]) => {
-                            *value = ValueMatcher::AnyStr(
-                                ids.iter()
-                                    .map(|id| self.literals[*id].original.clone())
-                                    .collect(),
-                            );
+                            if let Some(ms) = ids.iter().map(original).collect() {
+                                *value = ValueMatcher::AnyStr(ms);
+                            }
                         }
                         _ => {}
                     }
@@ -274,7 +342,7 @@ impl Builder {
         let mut scan_of: HashMap<(FieldId, bool, Group), usize> = HashMap::new();
         let mut pending: Vec<PendingScan> = Vec::new();
         for (id, lit) in self.literals.iter().enumerate() {
-            if !indexed[id] {
+            if !indexed[id] || lit.presence {
                 continue;
             }
             let group = match lit.anchor {
@@ -365,9 +433,13 @@ pub(crate) fn build<'a>(matchers: impl Iterator<Item = &'a mut RuleMatcher>) -> 
             .for_each(|s| builder.rewrite_search(s));
     }
     let costs: Vec<f64> = builder.literals.iter().map(Literal::cost).collect();
+    let ctx = Requirements {
+        costs: &costs,
+        presence: &builder.presence,
+    };
     let required_sets: Vec<Option<Vec<LitId>>> = matchers
         .iter()
-        .map(|m| required(&m.condition, &m.searches, &costs))
+        .map(|m| ctx.of(&m.condition, &m.searches))
         .collect();
     let literal_count = builder.literals.len();
     let mut indexed = vec![false; literal_count];
@@ -387,54 +459,75 @@ pub(crate) fn build<'a>(matchers: impl Iterator<Item = &'a mut RuleMatcher>) -> 
             .iter_mut()
             .for_each(|s| builder.unindex_search(s, &indexed));
     }
+    let mut presence: Vec<(FieldId, LitId)> = builder
+        .presence
+        .iter()
+        .filter(|&(_, &id)| indexed[id])
+        .map(|(&field, &id)| (field, id))
+        .collect();
+    presence.sort_unstable();
     LiteralIndex {
         scans: builder.scans(&indexed),
         literal_count,
         triggers,
         always,
+        presence,
         rule_count: required_sets.len(),
     }
 }
 
-/// A set of literals one of which must be found for `cond` to be true,
-/// or `None` when there is no such set. Where there is a choice (an AND),
-/// the set least likely to be found in a random event, by `costs` (per
-/// literal id), so that few events make the rule a candidate.
-fn required(cond: &Cond, searches: &[SearchMatcher], costs: &[f64]) -> Option<Vec<LitId>> {
-    match cond {
-        Cond::Search(i) => searches.get(*i).and_then(|s| required_search(s, costs)),
-        Cond::Not(_) => None,
-        Cond::And(items) => cheapest(items.iter().map(|c| required(c, searches, costs)), costs),
-        Cond::Or(items) => union(items.iter().map(|c| required(c, searches, costs))),
-    }
+/// What [`Requirements::of`] needs: literal costs by id and the presence
+/// literal of each field.
+struct Requirements<'a> {
+    costs: &'a [f64],
+    presence: &'a HashMap<FieldId, LitId>,
 }
 
-fn required_search(search: &SearchMatcher, costs: &[f64]) -> Option<Vec<LitId>> {
-    match search {
-        SearchMatcher::AllOf(items) => {
-            cheapest(items.iter().map(|i| required_item(i, costs)), costs)
+impl Requirements<'_> {
+    /// A set of literals one of which must be found for `cond` to be true,
+    /// or `None` when there is no such set. Where there is a choice (an
+    /// AND), the set least likely to be found in a random event, by
+    /// `costs`, so that few events make the rule a candidate.
+    fn of(&self, cond: &Cond, searches: &[SearchMatcher]) -> Option<Vec<LitId>> {
+        match cond {
+            Cond::Search(i) => searches.get(*i).and_then(|s| self.search(s)),
+            Cond::Not(_) => None,
+            Cond::And(items) => cheapest(items.iter().map(|c| self.of(c, searches)), self.costs),
+            Cond::Or(items) => union(items.iter().map(|c| self.of(c, searches))),
         }
-        SearchMatcher::AnyOf(alts) => union(alts.iter().map(|a| required_search(a, costs))),
     }
-}
 
-fn required_item(item: &ItemMatcher, costs: &[f64]) -> Option<Vec<LitId>> {
-    let ItemMatcher::Field {
-        test: FieldTest::Values { values, all },
-        ..
-    } = item
-    else {
-        return None;
-    };
-    let each = values.iter().map(|v| match v {
-        ValueMatcher::Lit(id) => Some(vec![*id]),
-        ValueMatcher::AnyLit(ids) => Some(ids.clone()),
-        _ => None,
-    });
-    if *all {
-        cheapest(each, costs)
-    } else {
-        union(each)
+    fn search(&self, search: &SearchMatcher) -> Option<Vec<LitId>> {
+        match search {
+            SearchMatcher::AllOf(items) => cheapest(items.iter().map(|i| self.item(i)), self.costs),
+            SearchMatcher::AnyOf(alts) => union(alts.iter().map(|a| self.search(a))),
+        }
+    }
+
+    fn item(&self, item: &ItemMatcher) -> Option<Vec<LitId>> {
+        let (values, all) = match item {
+            ItemMatcher::Field {
+                test: FieldTest::Values { values, all },
+                ..
+            } => (values, *all),
+            // Present and not null is exactly what the presence literal
+            // records.
+            ItemMatcher::Field {
+                field,
+                test: FieldTest::Exists(true),
+            } => return self.presence.get(field).map(|&id| vec![id]),
+            _ => return None,
+        };
+        let each = values.iter().map(|v| match v {
+            ValueMatcher::Lit(id) => Some(vec![*id]),
+            ValueMatcher::AnyLit(ids) | ValueMatcher::RegexLits(_, ids) => Some(ids.clone()),
+            _ => None,
+        });
+        if all {
+            cheapest(each, self.costs)
+        } else {
+            union(each)
+        }
     }
 }
 

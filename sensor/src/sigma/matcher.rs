@@ -24,7 +24,7 @@ use aho_corasick::Anchored;
 use aho_corasick::automaton::{Automaton, StateID};
 use aho_corasick::dfa::DFA;
 
-use super::literals::{Group, LiteralIndex, Scanner};
+use super::literals::{Group, LitId, LiteralIndex, Scanner};
 use super::modifier::{Anchor, CompareOp};
 use super::{Event, Value};
 
@@ -351,11 +351,8 @@ impl<'a> EventCache<'a> {
                     // Start-group matches begin at 0 and end-group ones end
                     // at the end (anchored searches); only a whole-text
                     // literal needs one more check.
-                    if (anchor != Anchor::Whole || end == text.len()) && !found.get(lit) {
-                        found.set(lit);
-                        for &rule in index.triggers.get(lit).into_iter().flatten() {
-                            candidates.set(rule);
-                        }
+                    if anchor != Anchor::Whole || end == text.len() {
+                        mark(index, found, candidates, lit);
                     }
                 }
             };
@@ -403,6 +400,18 @@ impl<'a> EventCache<'a> {
                 }
             }
         }
+        for &(field, lit) in &index.presence {
+            let slot = self.slot(field);
+            let Scratch {
+                views,
+                found,
+                candidates,
+                ..
+            } = &mut *self.s;
+            if !views[slot].is_null() {
+                mark(index, found, candidates, lit);
+            }
+        }
     }
 
     fn strings(&mut self) -> &[(String, String)] {
@@ -413,6 +422,16 @@ impl<'a> EventCache<'a> {
                 .for_each_string(&mut |t| s.strings.push((t.to_owned(), lowercase(t))));
         }
         &s.strings
+    }
+}
+
+/// Records literal `lit` as found and the rules it triggers as candidates.
+fn mark(index: &LiteralIndex, found: &mut Bits, candidates: &mut Bits, lit: LitId) {
+    if !found.get(lit) {
+        found.set(lit);
+        for &rule in index.triggers.get(lit).into_iter().flatten() {
+            candidates.set(rule);
+        }
     }
 }
 
@@ -571,7 +590,9 @@ impl ValueMatcher {
                     .eq_ignore_ascii_case(if *b { "true" } else { "false" }),
                 _ => false,
             },
-            ValueMatcher::Str(m) => view.text_for(m.cased).is_some_and(|t| m.is_match(t)),
+            ValueMatcher::Str(m) | ValueMatcher::RegexLits(m, _) => {
+                view.text_for(m.cased).is_some_and(|t| m.is_match(t))
+            }
             ValueMatcher::AnyStr(ms) => ms
                 .iter()
                 .any(|m| view.text_for(m.cased).is_some_and(|t| m.is_match(t))),
@@ -614,7 +635,7 @@ impl StrMatcher {
             StrKind::Prefix(s) => text.starts_with(s.as_str()),
             StrKind::Suffix(s) => text.ends_with(s.as_str()),
             StrKind::Contains(finder) => finder.find(text.as_bytes()).is_some(),
-            StrKind::Pattern(re) | StrKind::Regex(re) => re.is_match(text),
+            StrKind::Pattern(re) | StrKind::Regex(re, _) => re.is_match(text),
         }
     }
 }
