@@ -55,7 +55,9 @@ pub(crate) enum Group {
     Start,
     /// Suffix literals, reversed: an anchored search of the reversed text.
     End,
-    /// `contains` literals: an unanchored search of the whole text.
+    /// `contains` literals, and any other literals of a field that has
+    /// more than [`FEW`] `contains` ones: an unanchored search of the whole
+    /// text, anchors checked by match position.
     Anywhere,
 }
 
@@ -341,11 +343,25 @@ impl Builder {
     fn scans(&self, indexed: &[bool]) -> Vec<FieldScan> {
         let mut scan_of: HashMap<(FieldId, bool, Group), usize> = HashMap::new();
         let mut pending: Vec<PendingScan> = Vec::new();
+        // A field (in one case mode) whose `contains` literals need a DFA
+        // walk over its whole text anyway gets its anchored literals in
+        // that same walk, checked by position: one walk instead of three
+        // (each walk costs ~70 instructions before its first byte).
+        let mut contains: HashMap<(FieldId, bool), usize> = HashMap::new();
+        for (id, lit) in self.literals.iter().enumerate() {
+            if indexed[id] && !lit.presence && lit.anchor == Anchor::Contains {
+                *contains.entry((lit.field, lit.cased)).or_default() += 1;
+            }
+        }
         for (id, lit) in self.literals.iter().enumerate() {
             if !indexed[id] || lit.presence {
                 continue;
             }
+            let walked = contains
+                .get(&(lit.field, lit.cased))
+                .is_some_and(|&n| n > FEW);
             let group = match lit.anchor {
+                _ if walked => Group::Anywhere,
                 Anchor::Whole | Anchor::StartsWith => Group::Start,
                 Anchor::EndsWith => Group::End,
                 Anchor::Contains => Group::Anywhere,
@@ -396,8 +412,16 @@ impl Builder {
                     .prefilter(false)
                     .ascii_case_insensitive(!scan.cased)
                     .build(&scan.patterns);
+                let only_contains = scan
+                    .targets
+                    .iter()
+                    .flatten()
+                    .all(|&(_, anchor)| anchor == Anchor::Contains);
                 let automaton = match (dfa, scan.group) {
-                    _ if scan.group == Group::Anywhere && scan.patterns.len() <= FEW => {
+                    _ if scan.group == Group::Anywhere
+                        && scan.patterns.len() <= FEW
+                        && only_contains =>
+                    {
                         Scanner::Few(
                             scan.patterns
                                 .iter()

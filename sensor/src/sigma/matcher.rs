@@ -346,23 +346,32 @@ impl<'a> EventCache<'a> {
             let Some(text) = text else {
                 continue;
             };
-            let mut hit = |pattern: usize, end: usize| {
+            let len = text.len();
+            // `start..end`: where the pattern was found, in the text's
+            // order.
+            let mut hit = |pattern: usize, start: usize, end: usize| {
                 for &(lit, anchor) in scan.targets.get(pattern).into_iter().flatten() {
-                    // Start-group matches begin at 0 and end-group ones end
-                    // at the end (anchored searches); only a whole-text
-                    // literal needs one more check.
-                    if anchor != Anchor::Whole || end == text.len() {
+                    let here = match anchor {
+                        Anchor::Contains => true,
+                        Anchor::StartsWith => start == 0,
+                        Anchor::EndsWith => end == len,
+                        Anchor::Whole => start == 0 && end == len,
+                    };
+                    if here {
                         mark(index, found, candidates, lit);
                     }
                 }
             };
+            let plen = |pattern: usize| scan.patterns.get(pattern).map_or(0, Vec::len);
             let haystack = text.as_bytes();
             match &scan.automaton {
                 Scanner::Anywhere(dfa) => {
                     let Ok(sid) = dfa.start_state(Anchored::No) else {
                         continue;
                     };
-                    walk(dfa, sid, haystack.iter(), false, &mut hit);
+                    walk(dfa, sid, haystack.iter(), false, &mut |p, n| {
+                        hit(p, n - plen(p), n);
+                    });
                 }
                 Scanner::Anchored(dfa) => {
                     let Ok(sid) = dfa.start_state(Anchored::Yes) else {
@@ -371,30 +380,49 @@ impl<'a> EventCache<'a> {
                     // End-group patterns are stored reversed: walk the text
                     // from its end, without copying it.
                     if scan.group == Group::Start {
-                        walk(dfa, sid, haystack.iter(), true, &mut hit);
+                        walk(dfa, sid, haystack.iter(), true, &mut |p, n| hit(p, 0, n));
                     } else {
-                        walk(dfa, sid, haystack.iter().rev(), true, &mut hit);
+                        walk(dfa, sid, haystack.iter().rev(), true, &mut |p, n| {
+                            hit(p, len - n, len);
+                        });
                     }
                 }
                 Scanner::Few(finders) => {
                     for (pattern, finder) in finders.iter().enumerate() {
                         if let Some(start) = finder.find(haystack) {
-                            hit(pattern, start + finder.needle().len());
+                            hit(pattern, start, start + finder.needle().len());
                         }
                     }
                 }
                 Scanner::Naive => {
                     for (pattern, p) in scan.patterns.iter().enumerate() {
-                        let found = match scan.group {
-                            Group::Anywhere => memchr::memmem::find(haystack, p).is_some(),
-                            Group::Start => haystack.starts_with(p),
-                            Group::End => {
-                                haystack.iter().rev().zip(p).all(|(a, b)| a == b)
-                                    && haystack.len() >= p.len()
+                        let n = p.len();
+                        match scan.group {
+                            // Every place an anchor can ask about: the
+                            // start, the end, and one occurrence anywhere.
+                            Group::Anywhere => {
+                                if haystack.starts_with(p) {
+                                    hit(pattern, 0, n);
+                                }
+                                if haystack.ends_with(p) {
+                                    hit(pattern, len - n, len);
+                                }
+                                if let Some(start) = memchr::memmem::find(haystack, p) {
+                                    hit(pattern, start, start + n);
+                                }
                             }
-                        };
-                        if found {
-                            hit(pattern, p.len());
+                            Group::Start => {
+                                if haystack.starts_with(p) {
+                                    hit(pattern, 0, n);
+                                }
+                            }
+                            Group::End => {
+                                if haystack.len() >= n
+                                    && haystack.iter().rev().zip(p).all(|(a, b)| a == b)
+                                {
+                                    hit(pattern, len - n, len);
+                                }
+                            }
                         }
                     }
                 }
