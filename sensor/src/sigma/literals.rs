@@ -33,7 +33,7 @@
 //! The walks recurse as deep as a search (two levels) or a condition
 //! (bounded by `condition::MAX_NESTING`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use aho_corasick::dfa::DFA;
 use aho_corasick::{MatchKind, StartKind};
@@ -72,7 +72,24 @@ pub(crate) struct FieldScan {
     /// The patterns as searched (reversed for [`Group::End`]).
     pub(crate) patterns: Vec<Vec<u8>>,
     /// Automaton pattern id -> the literals with that text.
-    pub(crate) targets: Vec<Vec<(LitId, Anchor)>>,
+    pub(crate) targets: Vec<Vec<Target>>,
+    /// Run only if the field's case-insensitive walk did not check its
+    /// literals exactly (see [`Target::exact`]): for non-ASCII text.
+    pub(crate) fallback: bool,
+}
+
+/// A literal a pattern of a [`FieldScan`] stands for.
+#[derive(Debug)]
+pub(crate) struct Target {
+    pub(crate) lit: LitId,
+    pub(crate) anchor: Anchor,
+    /// A `|cased` ASCII literal in a case-insensitive walk (its pattern is
+    /// its lowercase form): found only where the text has exactly these
+    /// bytes. Saves a second search of the same text for a few cased
+    /// literals (a regex's prefixes, say). Valid only when the walk ran
+    /// over the original text, so the literal also stays in a cased scan
+    /// marked [`FieldScan::fallback`].
+    pub(crate) exact: Option<Box<[u8]>>,
 }
 
 /// How one [`FieldScan`] searches.
@@ -122,7 +139,7 @@ struct PendingScan {
     group: Group,
     patterns: Vec<Vec<u8>>,
     by_text: HashMap<Vec<u8>, usize>,
-    targets: Vec<Vec<(LitId, Anchor)>>,
+    targets: Vec<Vec<Target>>,
 }
 
 /// One literal as collected: where it goes and what it replaced.
@@ -353,45 +370,55 @@ impl Builder {
                 *contains.entry((lit.field, lit.cased)).or_default() += 1;
             }
         }
+        let walked_at =
+            |field: FieldId, cased: bool| contains.get(&(field, cased)).is_some_and(|&n| n > FEW);
+        // Fields with a cased literal that cannot ride along in the
+        // case-insensitive walk: their cased scans always run.
+        let mut cased_alone: HashSet<FieldId> = HashSet::new();
         for (id, lit) in self.literals.iter().enumerate() {
             if !indexed[id] || lit.presence {
                 continue;
             }
-            let walked = contains
-                .get(&(lit.field, lit.cased))
-                .is_some_and(|&n| n > FEW);
+            let walked = walked_at(lit.field, lit.cased);
+            if lit.cased {
+                if walked_at(lit.field, false) && lit.text.is_ascii() {
+                    let bytes = lit.text.to_ascii_lowercase().into_bytes();
+                    let scan = pending_scan(
+                        &mut pending,
+                        &mut scan_of,
+                        (lit.field, false, Group::Anywhere),
+                    );
+                    let pattern = scan.pattern(bytes);
+                    scan.targets[pattern].push(Target {
+                        lit: id,
+                        anchor: lit.anchor,
+                        exact: Some(lit.text.as_bytes().into()),
+                    });
+                } else {
+                    cased_alone.insert(lit.field);
+                }
+            }
             let group = match lit.anchor {
                 _ if walked => Group::Anywhere,
                 Anchor::Whole | Anchor::StartsWith => Group::Start,
                 Anchor::EndsWith => Group::End,
                 Anchor::Contains => Group::Anywhere,
             };
-            let scan = *scan_of
-                .entry((lit.field, lit.cased, group))
-                .or_insert_with(|| {
-                    pending.push(PendingScan {
-                        field: lit.field,
-                        cased: lit.cased,
-                        group,
-                        patterns: Vec::new(),
-                        by_text: HashMap::new(),
-                        targets: Vec::new(),
-                    });
-                    pending.len() - 1
-                });
-            let scan = &mut pending[scan];
+            let scan = pending_scan(&mut pending, &mut scan_of, (lit.field, lit.cased, group));
             let mut bytes = lit.text.as_bytes().to_vec();
             if group == Group::End {
                 bytes.reverse();
             }
-            let pattern = *scan.by_text.entry(bytes.clone()).or_insert_with(|| {
-                scan.patterns.push(bytes);
-                scan.targets.push(Vec::new());
-                scan.patterns.len() - 1
+            let pattern = scan.pattern(bytes);
+            scan.targets[pattern].push(Target {
+                lit: id,
+                anchor: lit.anchor,
+                exact: None,
             });
-            scan.targets[pattern].push((id, lit.anchor));
         }
-        pending.sort_by_key(|p| p.field);
+        // Case-insensitive scans of a field before its cased ones, which
+        // may be fallbacks of the former.
+        pending.sort_by_key(|p| (p.field, p.cased));
         pending
             .into_iter()
             .map(|scan| {
@@ -416,7 +443,7 @@ impl Builder {
                     .targets
                     .iter()
                     .flatten()
-                    .all(|&(_, anchor)| anchor == Anchor::Contains);
+                    .all(|t| t.anchor == Anchor::Contains && t.exact.is_none());
                 let automaton = match (dfa, scan.group) {
                     _ if scan.group == Group::Anywhere
                         && scan.patterns.len() <= FEW
@@ -440,9 +467,41 @@ impl Builder {
                     automaton,
                     patterns: scan.patterns,
                     targets: scan.targets,
+                    fallback: scan.cased && !cased_alone.contains(&scan.field),
                 }
             })
             .collect()
+    }
+}
+
+/// The pending scan for `key` (field, cased, group), created if new.
+fn pending_scan<'p>(
+    pending: &'p mut Vec<PendingScan>,
+    scan_of: &mut HashMap<(FieldId, bool, Group), usize>,
+    key: (FieldId, bool, Group),
+) -> &'p mut PendingScan {
+    let i = *scan_of.entry(key).or_insert_with(|| {
+        pending.push(PendingScan {
+            field: key.0,
+            cased: key.1,
+            group: key.2,
+            patterns: Vec::new(),
+            by_text: HashMap::new(),
+            targets: Vec::new(),
+        });
+        pending.len() - 1
+    });
+    &mut pending[i]
+}
+
+impl PendingScan {
+    /// The id of pattern `bytes`, added if new.
+    fn pattern(&mut self, bytes: Vec<u8>) -> usize {
+        *self.by_text.entry(bytes.clone()).or_insert_with(|| {
+            self.patterns.push(bytes);
+            self.targets.push(Vec::new());
+            self.patterns.len() - 1
+        })
     }
 }
 

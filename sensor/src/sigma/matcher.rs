@@ -318,10 +318,17 @@ impl<'a> EventCache<'a> {
         // Scans are sorted by field: fetch each field once.
         let mut last = None;
         let mut slot = 0;
+        // This field's case-insensitive walk ran over its original text, so
+        // it checked the cased literals it carries (`Target::exact`).
+        let mut exact_done = false;
         for scan in &index.scans {
             if last != Some(scan.field) {
                 last = Some(scan.field);
                 slot = self.slot(scan.field);
+                exact_done = false;
+            }
+            if scan.fallback && exact_done {
+                continue;
             }
             let Scratch {
                 views,
@@ -347,28 +354,34 @@ impl<'a> EventCache<'a> {
                 continue;
             };
             let len = text.len();
+            let haystack = text.as_bytes();
             // `start..end`: where the pattern was found, in the text's
             // order.
             let mut hit = |pattern: usize, start: usize, end: usize| {
-                for &(lit, anchor) in scan.targets.get(pattern).into_iter().flatten() {
-                    let here = match anchor {
+                for target in scan.targets.get(pattern).into_iter().flatten() {
+                    if let Some(exact) = &target.exact
+                        && !(as_is && haystack.get(start..end) == Some(&exact[..]))
+                    {
+                        continue;
+                    }
+                    let here = match target.anchor {
                         Anchor::Contains => true,
                         Anchor::StartsWith => start == 0,
                         Anchor::EndsWith => end == len,
                         Anchor::Whole => start == 0 && end == len,
                     };
                     if here {
-                        mark(index, found, candidates, lit);
+                        mark(index, found, candidates, target.lit);
                     }
                 }
             };
             let plen = |pattern: usize| scan.patterns.get(pattern).map_or(0, Vec::len);
-            let haystack = text.as_bytes();
             match &scan.automaton {
                 Scanner::Anywhere(dfa) => {
                     let Ok(sid) = dfa.start_state(Anchored::No) else {
                         continue;
                     };
+                    exact_done |= as_is && !scan.cased;
                     walk(dfa, sid, haystack.iter(), false, &mut |p, n| {
                         hit(p, n - plen(p), n);
                     });
