@@ -482,7 +482,7 @@ fn mark(index: &LiteralIndex, found: &mut Bits, candidates: &mut Bits, lit: LitI
 fn walk<'h>(
     dfa: &DFA,
     mut sid: StateID,
-    mut bytes: impl ExactSizeIterator<Item = &'h u8>,
+    mut bytes: impl ExactSizeIterator<Item = &'h u8> + Clone,
     anchored: bool,
     hit: &mut impl FnMut(usize, usize),
 ) {
@@ -512,18 +512,23 @@ fn walk<'h>(
 /// `None` at the end of the text. Kept out of line: in a small function the
 /// state, the text position and the table stay in registers (~8
 /// instructions a byte; inlined into the scan loop it was ~20).
+/// The iterator is copied into a local and written back once: advanced in
+/// place through the reference, it was stored to memory at every byte.
 #[inline(never)]
 fn to_special<'h>(
     dfa: &DFA,
     mut sid: StateID,
-    bytes: &mut impl Iterator<Item = &'h u8>,
+    bytes: &mut (impl Iterator<Item = &'h u8> + Clone),
 ) -> Option<StateID> {
-    for &byte in bytes {
+    let mut it = bytes.clone();
+    while let Some(&byte) = it.next() {
         sid = dfa.next_state(Anchored::No, sid, byte);
         if dfa.is_special(sid) {
+            *bytes = it;
             return Some(sid);
         }
     }
+    *bytes = it;
     None
 }
 
