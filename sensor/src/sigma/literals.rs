@@ -76,6 +76,10 @@ pub(crate) struct FieldScan {
     /// Run only if the field's case-insensitive walk did not check its
     /// literals exactly (see [`Target::exact`]): for non-ASCII text.
     pub(crate) fallback: bool,
+    /// The shortest pattern's length: a shorter text holds none of them
+    /// (long path literals on short fields are common), so the scan is
+    /// skipped before any setup.
+    pub(crate) min_len: usize,
 }
 
 /// A literal a pattern of a [`FieldScan`] stands for.
@@ -460,6 +464,7 @@ impl Builder {
                     (Ok(d), Group::Anywhere) => Scanner::Anywhere(Box::new(d)),
                     (Ok(d), Group::Start | Group::End) => Scanner::Anchored(Box::new(d)),
                 };
+                let min_len = scan.patterns.iter().map(Vec::len).min().unwrap_or(0);
                 FieldScan {
                     field: scan.field,
                     cased: scan.cased,
@@ -468,6 +473,7 @@ impl Builder {
                     patterns: scan.patterns,
                     targets: scan.targets,
                     fallback: scan.cased && !cased_alone.contains(&scan.field),
+                    min_len,
                 }
             })
             .collect()

@@ -350,7 +350,7 @@ impl<'a> EventCache<'a> {
             } else {
                 view.text_for(false)
             };
-            let Some(text) = text else {
+            let Some(text) = text.filter(|t| t.len() >= scan.min_len) else {
                 continue;
             };
             let len = text.len();
