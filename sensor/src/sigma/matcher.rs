@@ -442,15 +442,17 @@ impl<'a> EventCache<'a> {
             }
         }
         for &(field, lit) in &index.presence {
-            let slot = self.slot(field);
-            let Scratch {
-                views,
-                found,
-                candidates,
-                ..
-            } = &mut *self.s;
-            if !views[slot].is_null() {
-                mark(index, found, candidates, lit);
+            // Asked of the event directly unless already fetched: a view
+            // would copy the text, and only a candidate rule needs it.
+            let present = match self.s.slots[field] {
+                0 => !matches!(
+                    self.event.field(self.names.name(field)),
+                    None | Some(Value::Null)
+                ),
+                slot => !self.s.views[slot as usize - 1].is_null(),
+            };
+            if present {
+                mark(index, &mut self.s.found, &mut self.s.candidates, lit);
             }
         }
     }
