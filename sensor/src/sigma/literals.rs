@@ -9,26 +9,37 @@
 //!    by [`ValueMatcher::Lit`] in the rule's tree, so evaluation reads a
 //!    bit instead of comparing text again. The same text on the same field
 //!    and case mode shares one automaton pattern; the same text with the
-//!    same anchor shares one id.
-//! 2. For each rule, [`required`] walks the condition and finds a set of
-//!    literal ids such that the rule cannot match unless one of them is
-//!    found. Where an AND offers a choice, it takes the set least likely
-//!    to be found in an ordinary event (long, anchored literals over short
-//!    `contains` ones, by [`Literal::cost`]), so a benign command line
-//!    makes few rules candidates. Rules where no such set exists (a `not`,
-//!    a regex, a keyword search or `exists` on every path) are always
-//!    evaluated.
+//!    same anchor shares one id. Two kinds of literal replace nothing and
+//!    only make rules candidates: a `|re` value's prefix literals (one of
+//!    which starts every match; [`ValueMatcher::RegexLits`]) and a field's
+//!    presence literal (`exists: true`).
+//! 2. For each rule, `Requirements::of` walks the condition and finds a
+//!    set of literal ids such that the rule cannot match unless one of
+//!    them is found. Where an AND offers a choice, it takes the set least
+//!    likely to be found in an ordinary event (long, anchored literals
+//!    over short `contains` ones, by [`Literal::cost`]), so a benign
+//!    command line makes few rules candidates. Rules where no such set
+//!    exists (a `not`, a wildcard pattern, a keyword search on every path)
+//!    are always evaluated.
 //! 3. Only literals in some rule's required set are indexed. The others
 //!    get their original matcher back: they are compared only when their
 //!    rule is a candidate, which keeps short, common literals (`-c`, `sh`,
 //!    `0`) out of the automata, where they would match on nearly every
 //!    event.
 //!
-//! Per event (`matcher::EventCache::scan`): each indexed field's text is
-//! lowercased once and searched once with overlapping matches; a match is a
-//! hit when its position satisfies the anchor (whole text, start, end,
-//! anywhere). The hits mark candidate rules; only candidates and the
-//! always-evaluated rules are then evaluated.
+//! Scans ([`FieldScan`]), one per field and case mode, sorted by field: a
+//! field with more than [`FEW`] `contains` literals gets one unanchored DFA
+//! walked over its whole text that also holds its anchored literals (and,
+//! checked exactly, its ASCII `|cased` ones); other fields get anchored
+//! walks from the start and (reversed) from the end, and a few memchr
+//! searches for their `contains` literals.
+//!
+//! Per event (`matcher::EventCache::scan`): each indexed field is fetched
+//! once; ASCII text is searched as is (the automata ignore ASCII case),
+//! other text lowercased first; a match is a hit when its position
+//! satisfies the anchor (whole text, start, end, anywhere). The hits mark
+//! candidate rules; only candidates and the always-evaluated rules are
+//! then evaluated.
 //!
 //! The walks recurse as deep as a search (two levels) or a condition
 //! (bounded by `condition::MAX_NESTING`).
