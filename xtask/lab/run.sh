@@ -57,19 +57,17 @@ setup systemctl enable --now kesl.service
 setup dpkg -i /lab/sigexec.deb
 say "SIGEXEC-LAB-INSTALLED active=$(systemctl is-active sigexec)"
 # Alerts to the journal (stdout) and to a JSON-lines file.
+# The fold window is 1 s instead of 250 ms: under TCG PID 1's ExecStop
+# comes 180 to 420 ms after systemctl's exec (tens of ms on hardware).
 cat > /etc/sigexec/config.yaml <<'CONFIG'
+alerts:
+  fold_ms: 1000
 sinks:
   - type: stdout
   - type: file
     path: /var/log/sigexec/alerts.jsonl
 CONFIG
 setup systemctl restart sigexec
-pid=$(show MainPID)
-say "DIAG nsenter: $(nsenter -t "$pid" -a -r -w systemctl is-system-running 2>&1; echo rc=$?)"
-say "DIAG plain: $(systemctl is-system-running 2>&1)"
-say "DIAG roots: $(nsenter -t "$pid" -a -r stat -L -c '%d:%i' /proc/1/root / 2>&1)"
-say "DIAG caps: $(grep Cap /proc/$pid/status | tr '\n' ' ')"
-say "DIAG setpriv: $(nsenter -t "$pid" -a -r -w setpriv --bounding-set -all,+bpf,+perfmon,+sys_ptrace --no-new-privs systemctl is-system-running 2>&1; echo rc=$?)"
 say "SIGEXEC-LAB-READY active=$(systemctl is-active sigexec) pid=$(show MainPID) kesl=$(systemctl is-active kesl)"
 
 step systemctl-stop systemctl stop kesl
@@ -83,7 +81,8 @@ step systemctl-stop-after-restart systemctl stop kesl
 setup systemctl start kesl
 step systemctl-status systemctl status kesl
 
-say "SIGEXEC-LAB-BEFORE-POWEROFF kesl=$(systemctl is-active kesl) sigexec=$(systemctl is-active sigexec)"
+say "SIGEXEC-LAB-BEFORE-POWEROFF kesl=$(systemctl is-active kesl) sigexec=$(systemctl is-active sigexec)" \
+    "system=$(systemctl is-system-running)"
 dump alerts /var/log/sigexec/alerts.jsonl
 journalctl -u sigexec.service -o cat --no-pager > /run/lab/journal.txt
 dump journal /run/lab/journal.txt

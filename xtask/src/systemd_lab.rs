@@ -128,6 +128,8 @@ pub struct Outcome {
     pub release: String,
     pub seconds: f64,
     pub checks: Vec<Check>,
+    /// What each step raised, for the reader.
+    pub notes: Vec<String>,
     pub console: PathBuf,
     pub results: PathBuf,
 }
@@ -396,6 +398,7 @@ fn boot(
         release: report.kernel.clone().unwrap_or_default(),
         seconds,
         checks,
+        notes: report.notes(),
         console,
         results,
     })
@@ -503,6 +506,34 @@ impl Report {
             .collect()
     }
 
+    /// One line per step (and the power-off): the alerts it raised.
+    fn notes(&self) -> Vec<String> {
+        let alerts = self.alerts("alerts");
+        let mut notes: Vec<String> = STEPS
+            .iter()
+            .filter_map(|name| {
+                let step = self.steps.get(*name)?;
+                let found: Vec<&Value> = alerts
+                    .iter()
+                    .filter(|a| exec_time(a).is_some_and(|t| t >= step.begin && t <= step.end))
+                    .collect();
+                Some(format!("{name}: {}", describe(&found)))
+            })
+            .collect();
+        let last = self.steps.values().map(|s| s.end).fold(0.0_f64, f64::max);
+        let shutdown = self.alerts("shutdown-alerts");
+        let late: Vec<&Value> = shutdown
+            .iter()
+            .filter(|a| exec_time(a).is_some_and(|t| t > last))
+            .collect();
+        notes.push(format!(
+            "power-off (systemctl is-system-running before it: {}): {}",
+            self.before_poweroff.get("system").map_or("?", String::as_str),
+            describe(&late)
+        ));
+        notes
+    }
+
     fn checks(&self) -> Vec<Check> {
         let mut checks = Vec::new();
         let mut check = |name: &str, failure: Option<String>| {
@@ -580,6 +611,23 @@ impl Report {
             check(
                 &format!("{name}: one alert, on `systemctl stop kesl`, with PID 1's init-script exec in related"),
                 one_stop_alert(&found, "systemctl stop kesl"),
+            );
+        }
+        for name in ["systemctl-stop", "initd-stop", "service-stop", "systemctl-stop-after-restart"] {
+            let found = in_step(name);
+            check(
+                &format!("{name}: PID 1's init-script exec folded into an alert, never alone"),
+                exec_stop_folded(&found),
+            );
+            check(
+                &format!("{name}: kesl's death alerts, naming the init script as the sender"),
+                (!found.iter().any(|a| {
+                    is_termination(a)
+                        && a["process"]["SenderCommandLine"]
+                            .as_str()
+                            .is_some_and(|c| c.ends_with("/init.d/kesl stop"))
+                }))
+                .then(|| describe(&found)),
             );
         }
         check(
@@ -669,7 +717,7 @@ impl Report {
             .filter(|a| exec_time(a).is_some_and(|t| t > poweroff_started))
             .collect();
         check(
-            "at power-off: kesl's ExecStop alert is marked host_state stopping and informational",
+            "at power-off: kesl's ExecStop alerts, and every alert then is marked host_state stopping and informational",
             stopping_alert(&late),
         );
         checks
@@ -717,25 +765,41 @@ fn describe(alerts: &[&Value]) -> String {
     let parts: Vec<String> = alerts
         .iter()
         .map(|a| {
+            let related: Vec<String> = a["related"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|r| format!("{}: {}", r["reason"].as_str().unwrap_or("?"), r["CommandLine"].as_str().unwrap_or("?")))
+                .collect();
+            let who = if is_termination(a) {
+                format!("killed by {}", a["process"]["SenderCommandLine"].as_str().unwrap_or("?"))
+            } else {
+                format!("ppid {}", a["process"]["ParentProcessId"])
+            };
             format!(
-                "[{} | {} | pid {} ppid {} | related {}]",
+                "[{} | {} | {who} | related: {}]",
                 a["rule"]["title"].as_str().unwrap_or("?"),
                 command_line(a),
-                a["process"]["ProcessId"],
-                a["process"]["ParentProcessId"],
-                a["related"].as_array().map_or(0, Vec::len)
+                related.join(", ")
             )
         })
         .collect();
     format!("{} alert(s): {}", alerts.len(), parts.join(" "))
 }
 
-/// Exactly one alert; on `command`; its `related` holds the other rule on
-/// the same exec and PID 1's exec of kesl's init script (reason
-/// `service_manager`).
+/// A `process_termination` alert (it names the process that sent the
+/// signal).
+fn is_termination(alert: &Value) -> bool {
+    !alert["process"]["SenderProcessId"].is_null()
+}
+
+/// Exactly one process_creation alert; on `command`; its `related` holds
+/// the other rule on the same exec and PID 1's exec of kesl's init script
+/// (reason `service_manager`).
 fn one_stop_alert(found: &[&Value], command: &str) -> Option<String> {
-    let [alert] = found else {
-        return Some(describe(found));
+    let creation: Vec<&Value> = found.iter().copied().filter(|a| !is_termination(a)).collect();
+    let [alert] = creation[..] else {
+        return Some(describe(&creation));
     };
     if !command_line(alert).ends_with(command) {
         return Some(format!("the alert is on `{}`", command_line(alert)));
@@ -762,6 +826,31 @@ fn one_stop_alert(found: &[&Value], command: &str) -> Option<String> {
         }
     }
     None
+}
+
+/// PID 1's exec of the init script (ExecStop) is in some alert's
+/// `related`, and no alert is on it alone.
+fn exec_stop_folded(found: &[&Value]) -> Option<String> {
+    let is_exec_stop = |cmd: &Value| cmd.as_str().is_some_and(|c| c.ends_with("/init.d/kesl stop"));
+    let alone: Vec<&Value> = found
+        .iter()
+        .copied()
+        .filter(|a| {
+            !is_termination(a)
+                && a["process"]["ParentProcessId"] == 1
+                && is_exec_stop(&a["process"]["CommandLine"])
+        })
+        .collect();
+    if !alone.is_empty() {
+        return Some(format!("alone: {}", describe(&alone)));
+    }
+    let folded = found.iter().any(|a| {
+        a["related"].as_array().is_some_and(|r| {
+            r.iter()
+                .any(|r| r["reason"] == "service_manager" && is_exec_stop(&r["CommandLine"]))
+        })
+    });
+    (!folded).then(|| format!("in no alert's related: {}", describe(found)))
 }
 
 fn some_alert(found: &[&Value], command: &str) -> Option<String> {
@@ -814,18 +903,29 @@ fn stopping_alert(late: &[&Value]) -> Option<String> {
             describe(late)
         ));
     };
-    if alert["host_state"] != "stopping" || alert["rule"]["level"] != "informational" {
+    let unmarked: Vec<&Value> = late
+        .iter()
+        .copied()
+        .filter(|a| a["host_state"] != "stopping" || a["rule"]["level"] != "informational")
+        .collect();
+    if !unmarked.is_empty() {
         return Some(format!(
-            "host_state {}, level {}",
-            alert["host_state"], alert["rule"]["level"]
+            "not marked stopping and informational: {} (ExecStop's: host_state {}, level {})",
+            describe(&unmarked),
+            alert["host_state"],
+            alert["rule"]["level"]
         ));
     }
     None
 }
 
-/// The table of `vm-test --systemd`: one line per check, then the row.
+/// The table of `vm-test --systemd`: what each step raised, then one line
+/// per check.
 pub fn table(outcome: &Outcome) -> String {
     let mut out = String::new();
+    for note in &outcome.notes {
+        let _ = writeln!(out, "  {note}");
+    }
     for c in &outcome.checks {
         let _ = writeln!(
             out,
