@@ -36,13 +36,13 @@ pub struct Options {
     /// or the path of a bzImage. Repeat for several; default: the whole
     /// matrix (host, 5.10, 6.1, 6.12).
     #[arg(long = "kernel", value_name = "PATH_OR_VERSION")]
-    kernels: Vec<String>,
+    pub kernels: Vec<String>,
     /// QEMU accelerator (`kvm` needs /dev/kvm and working nested guests).
     #[arg(long, value_enum, default_value_t = Accel::Tcg)]
-    accel: Accel,
+    pub accel: Accel,
     /// Seconds one guest may take from boot to power-off.
     #[arg(long, default_value_t = 600)]
-    timeout: u64,
+    pub timeout: u64,
     /// Instead of the matrix: the Debian package on a Debian 12 guest with
     /// systemd as PID 1, stopping a dummy Kaspersky service (needs root).
     /// `--kernel` picks the guest's kernel (default: 6.12).
