@@ -976,6 +976,64 @@ pub fn table(outcome: &Outcome) -> String {
 mod tests {
     use super::*;
 
+    /// A real report (the 6.12 guest, every check passing).
+    const REPORT: &str = include_str!("../lab/testdata/results.log");
+
+    fn failures(text: &str) -> Vec<String> {
+        Report::parse(text)
+            .checks()
+            .into_iter()
+            .filter(|c| c.failure.is_some())
+            .map(|c| c.name)
+            .collect()
+    }
+
+    #[test]
+    fn a_real_report_passes_every_check() {
+        let report = Report::parse(REPORT);
+        assert_eq!(report.kernel.as_deref(), Some("6.12.118+deb12-cloud-amd64"));
+        assert_eq!(report.steps.len(), STEPS.len());
+        assert_eq!(report.alerts("alerts").len(), 10);
+        assert_eq!(failures(REPORT), Vec::<String>::new());
+    }
+
+    #[test]
+    fn an_unfolded_exec_stop_fails_the_fold_checks() {
+        let text = REPORT.replace(r#""reason":"service_manager""#, r#""reason":"other""#);
+        let failed = failures(&text);
+        assert!(failed.contains(&"systemctl-stop: one alert, on `systemctl stop kesl`, with PID 1's init-script exec in related".to_owned()), "{failed:?}");
+        assert!(
+            failed.contains(
+                &"service-stop: PID 1's init-script exec folded into an alert, never alone"
+                    .to_owned()
+            ),
+            "{failed:?}"
+        );
+    }
+
+    #[test]
+    fn an_unmarked_shutdown_alert_fails_the_host_state_check() {
+        let text = REPORT.replacen(r#""host_state":"stopping","#, "", 1);
+        assert_eq!(
+            failures(&text),
+            [
+                "at power-off: kesl's ExecStop alerts, and every alert then is marked host_state stopping and informational"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_lost_power_off_report_or_a_restarted_daemon_fails() {
+        let text = REPORT.replace("SIGEXEC-LAB-SHUTDOWN-DONE", "");
+        assert!(failures(&text).contains(
+            &"at power-off: the alert file is reported after sigexec stopped".to_owned()
+        ));
+        let text = REPORT.replace("restarts=0 kesl=inactive", "restarts=1 kesl=inactive");
+        assert!(failures(&text).contains(
+            &"systemctl-stop: sigexec still active, not restarted by systemd".to_owned()
+        ));
+    }
+
     #[test]
     fn utc_times_become_epoch_seconds() {
         assert_eq!(epoch_seconds("1970-01-01T00:00:00Z"), Some(0.0));
