@@ -32,7 +32,11 @@ use std::{
 use crate::engine::Alert;
 
 const CACHE_FOR: Duration = Duration::from_secs(1);
-const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+/// systemctl answers in milliseconds on hardware; at power-off under
+/// emulation (the lab's TCG guests, PID 1 busy stopping every unit) it
+/// took more than 500 ms. The wait blocks the alert path, but only when an
+/// alert fires, at most once a second.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub struct HostState {
     systemctl: PathBuf,
@@ -63,7 +67,19 @@ impl HostState {
         {
             return stopping;
         }
-        let stopping = probe(&self.systemctl).is_some_and(|out| shutdown_pending(&out));
+        let stopping = match probe(&self.systemctl) {
+            Probe::Answer(out) => shutdown_pending(&out),
+            Probe::NoSystemd => false,
+            Probe::TimedOut => {
+                // Not cached: the next alert asks again.
+                tracing::warn!(
+                    systemctl = %self.systemctl.display(),
+                    timeout_ms = PROBE_TIMEOUT.as_millis() as u64,
+                    "host state probe timed out; the alert keeps its level"
+                );
+                return false;
+            }
+        };
         self.cached = Some((now, stopping));
         stopping
     }
@@ -90,8 +106,16 @@ fn shutdown_pending(show: &str) -> bool {
     })
 }
 
-fn probe(systemctl: &PathBuf) -> Option<String> {
-    let mut child = Command::new(systemctl)
+enum Probe {
+    /// What `systemctl show` printed.
+    Answer(String),
+    /// systemctl missing or failing: systemd is not PID 1 here.
+    NoSystemd,
+    TimedOut,
+}
+
+fn probe(systemctl: &PathBuf) -> Probe {
+    let child = Command::new(systemctl)
         .args([
             "show",
             "--property=Job",
@@ -101,23 +125,33 @@ fn probe(systemctl: &PathBuf) -> Option<String> {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
+        .spawn();
+    let Ok(mut child) = child else {
+        return Probe::NoSystemd;
+    };
     let deadline = Instant::now() + PROBE_TIMEOUT;
     loop {
         match child.try_wait() {
             Ok(Some(status)) if status.success() => break,
             Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
-            _ => {
+            Ok(None) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return None;
+                return Probe::TimedOut;
             }
+            _ => return Probe::NoSystemd,
         }
     }
     let mut out = String::new();
-    std::io::Read::read_to_string(&mut child.stdout.take()?, &mut out).ok()?;
-    Some(out)
+    let read = child
+        .stdout
+        .take()
+        .is_some_and(|mut stdout| std::io::Read::read_to_string(&mut stdout, &mut out).is_ok());
+    if read {
+        Probe::Answer(out)
+    } else {
+        Probe::NoSystemd
+    }
 }
 
 #[cfg(test)]
@@ -193,6 +227,22 @@ mod tests {
             assert_eq!(a.host_state, None);
             assert_eq!(a.rule.level.as_deref(), Some("high"));
         }
+    }
+
+    #[test]
+    fn a_probe_that_times_out_keeps_the_level_and_is_not_cached() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("systemctl");
+        std::fs::write(&path, "#!/bin/sh\nexec sleep 5\n").expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let mut hs = HostState::with_systemctl(path, Some("informational".into()));
+        let mut a = alert();
+        let started = Instant::now();
+        hs.annotate(&mut a, started);
+        assert!(started.elapsed() < PROBE_TIMEOUT + Duration::from_secs(1));
+        assert_eq!(a.host_state, None);
+        assert_eq!(a.rule.level.as_deref(), Some("high"));
+        assert!(hs.cached.is_none(), "a timed-out probe is asked again");
     }
 
     #[test]
