@@ -9,4 +9,9 @@ printf '%s\n' "SIGEXEC-LAB-SHUTDOWN sigexec=$(systemctl is-active sigexec) kesl=
 printf '%s\n' "SIGEXEC-LAB-BEGIN shutdown-alerts" >&3
 cat /var/log/sigexec/alerts.jsonl >&3
 printf '%s\n' "SIGEXEC-LAB-END shutdown-alerts" >&3
+# sigexec's log of this boot, both lives and the stop (probe warnings).
+journalctl -u sigexec.service -o cat --no-pager > /run/sigexec-journal.txt
+printf '%s\n' "SIGEXEC-LAB-BEGIN shutdown-journal" >&3
+cat /run/sigexec-journal.txt >&3
+printf '%s\n' "SIGEXEC-LAB-END shutdown-journal" >&3
 printf '%s\n' "SIGEXEC-LAB-SHUTDOWN-DONE" >&3

@@ -541,6 +541,16 @@ impl Report {
                 .map_or("?", String::as_str),
             describe(&late)
         ));
+        let timeouts = self
+            .files
+            .get("shutdown-journal")
+            .into_iter()
+            .flatten()
+            .filter(|l| l.contains("host state probe timed out"))
+            .count();
+        notes.push(format!(
+            "host state probe timeouts in sigexec's journal: {timeouts}"
+        ));
         notes
     }
 
