@@ -40,6 +40,7 @@ pub struct File {
     pub stats: StatsFile,
     pub alerts: AlertsFile,
     pub watch: WatchFile,
+    pub exclusions: crate::exclusions::ExclusionsFile,
     pub shutdown_timeout_secs: Option<f64>,
 }
 
@@ -321,7 +322,9 @@ pub fn resolve(o: &Overrides, file: File) -> Result<daemon::Config, ConfigError>
             )));
         }
     };
+    let exclusions = crate::exclusions::Settings::resolve(file.exclusions).map_err(invalid)?;
     Ok(daemon::Config {
+        exclusions,
         fold: Duration::from_millis(file.alerts.fold_ms),
         stopping_level,
         watch: file.watch.images,

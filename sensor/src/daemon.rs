@@ -64,6 +64,8 @@ pub struct Config {
     pub stopping_level: Option<String>,
     /// Image prefixes whose deaths become `process_termination` events.
     pub watch: Vec<String>,
+    /// Opt-in exclusions (`exclusions:`), compiled with the rules.
+    pub exclusions: crate::exclusions::Settings,
 }
 
 /// One exec record in, its event and alerts out.
@@ -216,8 +218,37 @@ impl Pipeline {
                     process.clone(),
                 ));
             }
+            self.suppress(&event, &mut alerts);
         }
         (event, alerts)
+    }
+
+    /// Marks the alerts an enabled exclusion covers: `suppressed_by`, the
+    /// reason, and the lowered level. Runs only for execs with a hit on a
+    /// rule some exclusion names, so the ancestry walk costs nothing on
+    /// the common path.
+    fn suppress(&self, event: &ProcessCreate, alerts: &mut [Alert]) {
+        let exclusions = self.engine.exclusions();
+        if !self.hits.iter().any(|h| exclusions.covers_rule(h.rule)) {
+            return;
+        }
+        let ancestors = self.table.ancestors(
+            event.parent_process_id,
+            crate::process::event::ANCESTORS_MAX,
+        );
+        let verdict = exclusions.evaluate(event, &ancestors, jiff::Timestamp::now());
+        for (hit, alert) in self.hits.iter().zip(alerts.iter_mut()) {
+            let Some(excluded) =
+                exclusions.excluding(hit.rule, alert.rule.level.as_deref(), &verdict)
+            else {
+                continue;
+            };
+            alert.suppressed_by = Some(excluded.name);
+            alert.suppression = Some(excluded.suppression);
+            if let Some(level) = exclusions.level() {
+                alert.rule.level = Some(level.to_owned());
+            }
+        }
     }
 }
 
@@ -280,16 +311,31 @@ pub fn load_rules(config: &Config, strictness: Strictness) -> anyhow::Result<Rul
     Ok(loaded.rules)
 }
 
+/// The engine `config` asks for: its rules (see [`load_rules`]) and the
+/// enabled exclusions compiled for them. Blocking.
+pub fn load_engine(config: &Config, strictness: Strictness) -> anyhow::Result<Engine> {
+    let rules = load_rules(config, strictness)?;
+    let (exclusions, warnings) = crate::exclusions::Exclusions::build(&config.exclusions, &rules)
+        .map_err(|e| anyhow::anyhow!(e))?;
+    for w in &warnings {
+        warn!("{w}");
+    }
+    if !config.exclusions.enabled.is_empty() {
+        info!(enabled = ?config.exclusions.enabled, "exclusions");
+    }
+    Ok(Engine::with_exclusions(Arc::new(rules), exclusions))
+}
+
 /// Config and compiled rules, built aside.
 struct Prepared {
     config: Config,
-    rules: RuleSet,
+    engine: Engine,
 }
 
 fn prepare(source: &Source, strictness: Strictness) -> anyhow::Result<Prepared> {
     let config = source.load()?;
-    let rules = load_rules(&config, strictness)?;
-    Ok(Prepared { config, rules })
+    let engine = load_engine(&config, strictness)?;
+    Ok(Prepared { config, engine })
 }
 
 async fn prepare_blocking(source: Source, strictness: Strictness) -> anyhow::Result<Prepared> {
@@ -313,8 +359,12 @@ struct Counters {
     events: u64,
     alerts: u64,
     lost: u64,
+    /// Alerts dropped by the rate limit.
     suppressed: u64,
     alerts_by_rule: BTreeMap<String, u64>,
+    /// Alerts an exclusion marked `suppressed_by` (not in `alerts`).
+    excluded: u64,
+    excluded_by_filter: BTreeMap<String, u64>,
     reloads: u64,
     reload_failures: u64,
     /// Events at the previous stats record, and when.
@@ -330,19 +380,24 @@ pub async fn run(
     mut control: mpsc::UnboundedReceiver<Control>,
 ) -> anyhow::Result<Stopped> {
     let started = Instant::now();
-    let Prepared { mut config, rules } =
+    let Prepared { mut config, engine } =
         prepare_blocking(source.clone(), Strictness::Start).await?;
-    info!(rules = rules.len(), "rules loaded");
+    info!(rules = engine.rules().len(), "rules loaded");
     let mut sinks = Sinks::start(&config.sinks)?;
+    let excluded_sinks = match &config.exclusions.sinks {
+        Some(list) => Some(Sinks::start(list).context("exclusions.sinks")?),
+        None => None,
+    };
     let mut sensor = Sensor::start(&config.capture).context("starting exec capture")?;
     // Seed the table after attaching: an exec in between waits in the ring.
-    let mut pipeline = Pipeline::new(Engine::new(Arc::new(rules)), Enricher::new());
+    let mut pipeline = Pipeline::new(engine, Enricher::new());
     pipeline.set_full_events(config.all_events);
     pipeline.set_watch(config.watch.clone());
     let mut limiter = Limiter::new(config.rate_limit);
     let mut alerts = Outgoing {
         incidents: Incidents::new(config.fold),
         host_state: HostState::with_systemctl("systemctl".into(), config.stopping_level.clone()),
+        excluded_sinks,
     };
     let listener = match &config.status_socket {
         Some(path) => match status::bind(path) {
@@ -417,14 +472,18 @@ pub async fn run(
             _ = stats_tick.tick() => {
                 summarise(&mut limiter, &sinks, pipeline.hostname());
                 sinks.report_drops();
+                if let Some(s) = &mut alerts.excluded_sinks {
+                    s.report_drops();
+                }
                 if config.stats_interval.is_some() {
-                    let s = snapshot(&mut counters, &pipeline, &sinks, started, true);
+                    let s = snapshot(&mut counters, &pipeline, &sinks, alerts.excluded_sinks.as_ref(), started, true);
                     info!(
                         events = s.events,
                         events_per_second = s.events_per_second,
                         lost = s.lost,
                         alerts = s.alerts,
                         alerts_suppressed = s.alerts_suppressed,
+                        alerts_excluded = s.alerts_excluded,
                         alerts_by_rule = ?s.alerts_by_rule,
                         process_table = s.process_table,
                         rules = s.rules,
@@ -436,7 +495,7 @@ pub async fn run(
             _ = watchdog_tick.tick(), if watchdog => notify(&[sd_notify::NotifyState::Watchdog]),
             conn = accept(listener.as_ref()) => {
                 if let Ok(stream) = conn {
-                    let s = snapshot(&mut counters, &pipeline, &sinks, started, false);
+                    let s = snapshot(&mut counters, &pipeline, &sinks, alerts.excluded_sinks.as_ref(), started, false);
                     let mut body = serde_json::to_vec(&s).unwrap_or_default();
                     body.push(b'\n');
                     tokio::spawn(status::serve(stream, body));
@@ -444,7 +503,7 @@ pub async fn run(
             }
             conn = accept_tcp(metrics.as_ref()) => {
                 if let Ok(stream) = conn {
-                    let s = snapshot(&mut counters, &pipeline, &sinks, started, false);
+                    let s = snapshot(&mut counters, &pipeline, &sinks, alerts.excluded_sinks.as_ref(), started, false);
                     tokio::spawn(status::serve_prometheus(stream, status::prometheus(&s)));
                 }
             }
@@ -452,7 +511,8 @@ pub async fn run(
                 reload = None;
                 match done {
                     Ok(Ok(prepared)) => apply(
-                        prepared, &mut config, &mut pipeline, &mut sinks, &mut limiter, &mut counters,
+                        prepared, &mut config, &mut pipeline, &mut sinks, &mut alerts, &mut limiter,
+                        &mut counters,
                     ),
                     Ok(Err(e)) => {
                         counters.reload_failures += 1;
@@ -473,6 +533,9 @@ pub async fn run(
                     info!("SIGHUP: reloading config and rules, reopening sinks");
                     notify(&[sd_notify::NotifyState::Reloading]);
                     sinks.reopen();
+                    if let Some(s) = &alerts.excluded_sinks {
+                        s.reopen();
+                    }
                     if reload.is_some() {
                         // One more after the one in flight: it may have
                         // read the files before they changed.
@@ -508,8 +571,16 @@ pub async fn run(
     report_loss(&sensor, &sinks, &mut counters, pipeline.hostname());
     summarise(&mut limiter, &sinks, pipeline.hostname());
     drop(sensor);
+    let excluded = alerts.excluded_sinks.take();
+    let close_all = async move {
+        let mut late = sinks.close(deadline).await;
+        if let Some(s) = excluded {
+            late.extend(s.close(deadline).await);
+        }
+        late
+    };
     let late = tokio::select! {
-        late = sinks.close(deadline) => late,
+        late = close_all => late,
         c = wait_stop_now(&mut control) => {
             warn!("{c}: stopping now, sinks not flushed");
             return Ok(Stopped::Forced);
@@ -524,6 +595,7 @@ pub async fn run(
         events = counters.events,
         alerts = counters.alerts,
         alerts_suppressed = counters.suppressed,
+        alerts_excluded = counters.excluded,
         lost = counters.lost,
         "sigexec stopped"
     );
@@ -578,10 +650,31 @@ fn apply(
     config: &mut Config,
     pipeline: &mut Pipeline,
     sinks: &mut Sinks,
+    out: &mut Outgoing,
     limiter: &mut Limiter,
     counters: &mut Counters,
 ) {
-    let Prepared { config: new, rules } = prepared;
+    let Prepared {
+        config: new,
+        engine,
+    } = prepared;
+    // Suppressed alerts' own sinks first: if they fail, nothing changed.
+    let old_excluded = out.excluded_sinks.as_ref().map(Sinks::configs);
+    let mut fresh_excluded = None;
+    if new.exclusions.sinks != old_excluded
+        && let Some(list) = &new.exclusions.sinks
+    {
+        match Sinks::start(list) {
+            Ok(fresh) => fresh_excluded = Some(fresh),
+            Err(e) => {
+                counters.reload_failures += 1;
+                error!(
+                    "reload failed, keeping the previous config and rules: exclusions.sinks: {e:#}"
+                );
+                return;
+            }
+        }
+    }
     if new.sinks != sinks.configs() {
         match Sinks::start(&new.sinks) {
             Ok(fresh) => {
@@ -611,8 +704,20 @@ fn apply(
              effect on restart"
         );
     }
-    let count = rules.len();
-    pipeline.set_engine(Engine::new(Arc::new(rules)));
+    if new.exclusions.sinks != old_excluded {
+        let old = std::mem::replace(&mut out.excluded_sinks, fresh_excluded);
+        if let Some(old) = old {
+            let deadline = Instant::now() + new.shutdown_timeout;
+            tokio::spawn(async move {
+                let late = old.close(deadline).await;
+                if !late.is_empty() {
+                    error!(sinks = ?late, "replaced exclusions.sinks did not flush in time");
+                }
+            });
+        }
+    }
+    let count = engine.rules().len();
+    pipeline.set_engine(engine);
     pipeline.set_watch(new.watch.clone());
     pipeline.set_full_events(new.all_events);
     limiter.set_limit(new.rate_limit);
@@ -640,6 +745,9 @@ fn apply(
 struct Outgoing {
     incidents: Incidents,
     host_state: HostState,
+    /// `exclusions.sinks`: where suppressed alerts go instead of the
+    /// alert sinks; `None`: the alert sinks.
+    excluded_sinks: Option<Sinks>,
 }
 
 impl Outgoing {
@@ -663,6 +771,26 @@ impl Outgoing {
         };
         for mut alert in ready {
             self.host_state.annotate(&mut alert, now);
+            if let Some(filter) = &alert.suppressed_by {
+                // An expected stop: counted apart, never as an alert, and
+                // limited apart so it cannot use up the rule's own budget.
+                counters.excluded += 1;
+                *counters
+                    .excluded_by_filter
+                    .entry(filter.clone())
+                    .or_default() += 1;
+                let key = format!(
+                    "suppressed_by:{filter}:{}",
+                    alert.rule.id.as_deref().unwrap_or(&alert.rule.title)
+                );
+                if limiter.allow(&key, &alert.rule.title, now) {
+                    let to = self.excluded_sinks.as_ref().unwrap_or(sinks);
+                    to.send(&Message::new(Body::Alert(Box::new(alert))));
+                } else {
+                    counters.suppressed += 1;
+                }
+                continue;
+            }
             counters.alerts += 1;
             let key = alert
                 .rule
@@ -736,6 +864,7 @@ fn snapshot(
     counters: &mut Counters,
     pipeline: &Pipeline,
     sinks: &Sinks,
+    excluded_sinks: Option<&Sinks>,
     started: Instant,
     advance: bool,
 ) -> Status {
@@ -759,11 +888,22 @@ fn snapshot(
         alerts: counters.alerts,
         alerts_by_rule: counters.alerts_by_rule.clone(),
         alerts_suppressed: counters.suppressed,
+        alerts_excluded: counters.excluded,
+        alerts_excluded_by_filter: counters.excluded_by_filter.clone(),
         process_table: pipeline.table().len(),
         rules: pipeline.engine().rules().len(),
         reloads: counters.reloads,
         reload_failures: counters.reload_failures,
-        sinks: sinks.stats(),
+        sinks: sinks
+            .stats()
+            .into_iter()
+            .chain(excluded_sinks.into_iter().flat_map(|s| {
+                s.stats().into_iter().map(|mut k| {
+                    k.name = format!("exclusions:{}", k.name);
+                    k
+                })
+            }))
+            .collect(),
     }
 }
 

@@ -15,7 +15,10 @@ use std::{borrow::Cow, sync::Arc};
 
 use serde::Serialize;
 
-use crate::sigma::{Event, RuleSet, Value};
+use crate::{
+    exclusions::{Exclusions, Suppression},
+    sigma::{Event, RuleSet, Value},
+};
 
 /// Which `Image` value a rule matched against.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -47,15 +50,29 @@ pub enum EventKind {
     ProcessTermination,
 }
 
-/// The rule set in force; cheap to clone (`Arc`s).
+/// The rule set in force, with its exclusions; cheap to clone (`Arc`s).
 #[derive(Clone)]
 pub struct Engine {
     rules: Arc<RuleSet>,
     /// Per rule: the kind of event it applies to.
     kinds: Arc<[EventKind]>,
+    /// Built for this rule set (filters refer to rules by index).
+    exclusions: Arc<Exclusions>,
 }
 
 impl Engine {
+    /// The rules with `exclusions` compiled for them.
+    pub fn with_exclusions(rules: Arc<RuleSet>, exclusions: Exclusions) -> Engine {
+        Engine {
+            exclusions: Arc::new(exclusions),
+            ..Engine::new(rules)
+        }
+    }
+
+    pub fn exclusions(&self) -> &Exclusions {
+        &self.exclusions
+    }
+
     pub fn new(rules: Arc<RuleSet>) -> Engine {
         let kinds = rules
             .rules()
@@ -68,7 +85,11 @@ impl Engine {
                 }
             })
             .collect();
-        Engine { rules, kinds }
+        Engine {
+            rules,
+            kinds,
+            exclusions: Arc::default(),
+        }
     }
 
     /// Hits of a `process_termination` event (no aliases: the event has
@@ -217,6 +238,13 @@ pub struct Alert {
     /// carrying out this command); see `incident`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub related: Vec<crate::incident::Related>,
+    /// The exclusion (`rules/filters/<name>.yml`) that marks this alert
+    /// as an expected stop; the level is then lowered and the alert is
+    /// counted apart (see `exclusions`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suppressed_by: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suppression: Option<Suppression>,
     pub process: serde_json::Value,
 }
 
@@ -278,6 +306,8 @@ impl Alert {
             },
             host_state: None,
             related: Vec::new(),
+            suppressed_by: None,
+            suppression: None,
             process,
         }
     }

@@ -195,6 +195,8 @@ mod tests {
                 hostname: "h".into(),
             },
             host_state: None,
+            suppressed_by: None,
+            suppression: None,
             related: Vec::new(),
             process: serde_json::Value::Null,
         }

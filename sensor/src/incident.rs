@@ -53,6 +53,9 @@ pub struct Related {
     pub command_line: Option<String>,
     #[serde(rename = "UtcTime")]
     pub utc_time: Option<String>,
+    /// The exclusion that marked the folded alert, if one did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suppressed_by: Option<String>,
 }
 
 struct Held {
@@ -77,14 +80,27 @@ impl Incidents {
     /// Takes a new alert: folds it into a held one, or holds it.
     pub fn push(&mut self, alert: Alert, now: Instant) {
         for held in &mut self.held {
-            if let Some(reason) = belongs(&held.alert, &alert) {
-                held.alert.related.push(related(&alert, reason));
-                // A folded alert of a higher level raises the incident.
-                if rank(alert.rule.level.as_deref()) > rank(held.alert.rule.level.as_deref()) {
-                    held.alert.rule.level = alert.rule.level.clone();
+            let Some(reason) = belongs(&held.alert, &alert) else {
+                continue;
+            };
+            match (&held.alert.suppressed_by, &alert.suppressed_by) {
+                // An expected stop (suppressed) must not hide a rule that
+                // no exclusion covers on the same exec: that one pages.
+                (Some(_), None) if reason == "same_process" => continue,
+                // systemd running ExecStop for a suppressed stop is part of
+                // that expected stop: folded, and the level stays lowered.
+                (Some(_), None) => {
+                    held.alert.related.push(related(&alert, reason));
+                    return;
                 }
-                return;
+                _ => {}
             }
+            held.alert.related.push(related(&alert, reason));
+            // A folded alert of a higher level raises the incident.
+            if rank(alert.rule.level.as_deref()) > rank(held.alert.rule.level.as_deref()) {
+                held.alert.rule.level = alert.rule.level.clone();
+            }
+            return;
         }
         let until = if self.hold > Duration::ZERO && may_have_followers(&alert) {
             now + self.hold
@@ -180,6 +196,7 @@ fn related(alert: &Alert, reason: &'static str) -> Related {
         image: str_of(alert, "Image").map(str::to_owned),
         command_line: str_of(alert, "CommandLine").map(str::to_owned),
         utc_time: str_of(alert, "UtcTime").map(str::to_owned),
+        suppressed_by: alert.suppressed_by.clone(),
     }
 }
 
@@ -227,6 +244,8 @@ mod tests {
                 hostname: "h".into(),
             },
             host_state: None,
+            suppressed_by: None,
+            suppression: None,
             related: Vec::new(),
             process,
         }
@@ -298,6 +317,56 @@ mod tests {
             out[0].related[0].rule_id.as_deref(),
             Some("file-protection")
         );
+    }
+
+    fn suppressed(mut a: Alert, filter: &str) -> Alert {
+        a.suppressed_by = Some(filter.into());
+        a.rule.level = Some("informational".into());
+        a
+    }
+
+    #[test]
+    fn exec_stop_of_a_suppressed_stop_stays_suppressed() {
+        let t0 = Instant::now();
+        let mut inc = Incidents::new(DEFAULT_HOLD);
+        let stop = alert("seed", "high", systemctl_stop());
+        inc.push(suppressed(stop, "config_management"), t0);
+        // PID 1's ExecStop has systemd, not ansible, as its ancestry: no
+        // exclusion marks it, yet it is the same expected stop.
+        inc.push(
+            alert("seed", "high", exec_stop_from_pid1()),
+            t0 + Duration::from_millis(30),
+        );
+        let out = inc.flush();
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].suppressed_by.as_deref(), Some("config_management"));
+        assert_eq!(out[0].rule.level.as_deref(), Some("informational"));
+        assert_eq!(out[0].related[0].reason, "service_manager");
+    }
+
+    #[test]
+    fn a_suppressed_alert_does_not_hide_an_uncovered_rule_on_the_same_exec() {
+        let t0 = Instant::now();
+        let mut inc = Incidents::new(DEFAULT_HOLD);
+        let stop = alert("seed", "high", systemctl_stop());
+        inc.push(suppressed(stop, "package_manager"), t0);
+        inc.push(alert("local-rule", "medium", systemctl_stop()), t0);
+        let out = inc.flush();
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[1].suppressed_by, None);
+        assert_eq!(out[1].rule.level.as_deref(), Some("medium"));
+        // The other way round, a suppressed hit joins the paging alert.
+        let mut inc = Incidents::new(DEFAULT_HOLD);
+        inc.push(alert("local-rule", "medium", systemctl_stop()), t0);
+        let stop = alert("seed", "high", systemctl_stop());
+        inc.push(suppressed(stop, "package_manager"), t0);
+        let out = inc.flush();
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            out[0].related[0].suppressed_by.as_deref(),
+            Some("package_manager")
+        );
+        assert_eq!(out[0].rule.level.as_deref(), Some("medium"));
     }
 
     #[test]

@@ -10,6 +10,8 @@
 //!   pure, no I/O.
 //! - [`engine`]: evaluates events against the rule set, with `Image`
 //!   aliases, producing [`engine::Alert`]s.
+//! - [`exclusions`]: opt-in Sigma filters (`rules/filters/`) that mark
+//!   alerts `suppressed_by` instead of paging.
 //! - [`incident`]: folds alerts of one act into one; [`host_state`]:
 //!   lowers alerts raised while the host shuts down.
 //! - [`sinks`]: writes alerts (JSON lines).
@@ -28,6 +30,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod engine;
+pub mod exclusions;
 pub mod host_state;
 pub mod incident;
 pub mod process;

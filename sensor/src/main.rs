@@ -174,9 +174,9 @@ fn rules_check_config(path: std::path::PathBuf) -> anyhow::Result<ExitCode> {
         },
     };
     let config = source.load()?;
-    match daemon::load_rules(&config, daemon::Strictness::Reload) {
-        Ok(rules) => {
-            println!("{} rules loaded, 0 errors", rules.len());
+    match daemon::load_engine(&config, daemon::Strictness::Reload) {
+        Ok(engine) => {
+            println!("{} rules loaded, 0 errors", engine.rules().len());
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {

@@ -12,11 +12,47 @@ use crate::sigma::{LoadError, LoadWarning, RuleSet, Source};
 
 include!(concat!(env!("OUT_DIR"), "/bundled_rules.rs"));
 
-/// The bundled rules, named `bundled:<path under rules/>`.
+/// Where the shipped exclusions live under `rules/`: Sigma filter
+/// documents that are opt-in, so never loaded with the rules.
+pub const FILTERS_DIR: &str = "filters/";
+
+/// The bundled rules, named `bundled:<path under rules/>`. The shipped
+/// exclusions (`rules/filters/`) are not among them: see
+/// [`bundled_filter`].
 pub fn bundled() -> impl Iterator<Item = Source> {
-    BUNDLED.iter().map(|(name, text)| Source {
-        name: format!("bundled:{name}"),
-        text: (*text).to_owned(),
+    BUNDLED
+        .iter()
+        .filter(|(name, _)| !name.starts_with(FILTERS_DIR))
+        .map(|(name, text)| Source {
+            name: format!("bundled:{name}"),
+            text: (*text).to_owned(),
+        })
+}
+
+/// The names of the shipped exclusions: the file stems under
+/// `rules/filters/`, sorted.
+pub fn bundled_filter_names() -> Vec<&'static str> {
+    BUNDLED
+        .iter()
+        .filter_map(|(name, _)| name.strip_prefix(FILTERS_DIR))
+        .filter_map(|file| {
+            file.strip_suffix(".yml")
+                .or_else(|| file.strip_suffix(".yaml"))
+        })
+        .collect()
+}
+
+/// The shipped exclusion called `name` (`rules/filters/<name>.yml`).
+pub fn bundled_filter(name: &str) -> Option<Source> {
+    BUNDLED.iter().find_map(|(file, text)| {
+        let stem = file.strip_prefix(FILTERS_DIR)?;
+        let stem = stem
+            .strip_suffix(".yml")
+            .or_else(|| stem.strip_suffix(".yaml"))?;
+        (stem == name).then(|| Source {
+            name: format!("bundled:{file}"),
+            text: (*text).to_owned(),
+        })
     })
 }
 

@@ -23,7 +23,14 @@ pub struct Status {
     /// Alerts per rule (id, or title for rules without one), before the
     /// rate limit.
     pub alerts_by_rule: BTreeMap<String, u64>,
+    /// Alerts dropped by the rate limit.
     pub alerts_suppressed: u64,
+    /// Alerts an exclusion marked `suppressed_by` (expected stops), not
+    /// counted in `alerts`; per filter below.
+    #[serde(default)]
+    pub alerts_excluded: u64,
+    #[serde(default)]
+    pub alerts_excluded_by_filter: BTreeMap<String, u64>,
     pub process_table: usize,
     pub rules: usize,
     pub reloads: u64,
@@ -114,6 +121,16 @@ pub fn prometheus(s: &Status) -> String {
         "counter",
         "Alerts held back by the rate limit.",
         &one(s.alerts_suppressed.to_string()),
+    );
+    metric(
+        "alerts_excluded_total",
+        "counter",
+        "Alerts an exclusion marked suppressed_by (expected stops), by filter; not in \
+         alerts_total.",
+        &s.alerts_excluded_by_filter
+            .iter()
+            .map(|(f, n)| (format!("{{filter=\"{}\"}}", escape(f)), n.to_string()))
+            .collect::<Vec<_>>(),
     );
     metric(
         "process_table",

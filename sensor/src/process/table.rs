@@ -140,6 +140,24 @@ impl Table {
         out
     }
 
+    /// The entries of `pid` and its ancestors, nearest first, as
+    /// [`Table::ancestor_images`] walks them.
+    pub fn ancestors(&self, pid: u32, max: usize) -> Vec<&Proc> {
+        let mut out = Vec::new();
+        let mut next = Some(pid);
+        while let Some(p) = next {
+            if out.len() >= max {
+                break;
+            }
+            let Some(proc) = self.procs.get(&p) else {
+                break;
+            };
+            out.push(proc);
+            next = proc.parent.filter(|&q| q != p && q != 0);
+        }
+        out
+    }
+
     /// `creator` forked `child`: the child runs the creator's image until
     /// it execs. Unknown creators leave the child unknown.
     pub fn fork(&mut self, child: u32, creator: u32, guid: String) {

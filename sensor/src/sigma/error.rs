@@ -116,6 +116,9 @@ pub enum RuleError {
     FilterTargetUnknown(String),
     #[error("'filter' must be a mapping with 'rules', search identifiers and 'condition'")]
     FilterNotAMapping,
+    /// A rule where only filter documents are expected (exclusions).
+    #[error("expected a Sigma filter document (with 'filter:'), found a rule")]
+    NotAFilter,
 }
 
 /// What is wrong with one detection entry.

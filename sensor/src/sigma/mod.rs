@@ -195,29 +195,7 @@ impl RuleSet {
     pub fn load_report(sources: impl IntoIterator<Item = Source>) -> LoadReport {
         let mut loading = Loading::default();
         for source in sources {
-            let docs = match yaml::parse_documents(&source.text) {
-                Ok(docs) => docs,
-                Err(e) => {
-                    loading.report.errors.push(LoadError {
-                        source_name: source.name.clone(),
-                        position: Some(e.pos),
-                        rule: None,
-                        kind: e.error,
-                    });
-                    continue;
-                }
-            };
-            for doc in yaml::apply_collection_actions(docs) {
-                match doc {
-                    Ok(doc) => load_document(&source.name, &doc, &mut loading),
-                    Err((_, e)) => loading.report.errors.push(LoadError {
-                        source_name: source.name.clone(),
-                        position: Some(e.pos),
-                        rule: None,
-                        kind: e.error,
-                    }),
-                }
-            }
+            loading.source(&source);
         }
         loading.finish()
     }
@@ -268,10 +246,99 @@ impl RuleSet {
     }
 }
 
+/// Sigma filter documents compiled on their own, each into a matcher of
+/// its own condition, instead of being ANDed onto the rules they name.
+///
+/// This is how sigexec's exclusions work: a rule's hit is kept, but marked
+/// `suppressed_by` a filter, when that filter's condition does not hold
+/// for the event. The same document given to a pySigma backend would drop
+/// those events (a filter keeps what its condition selects), so shipped
+/// exclusions stay ordinary Sigma filters.
+#[derive(Debug, Default)]
+pub struct FilterSet {
+    /// One entry per filter document, in load order; its matcher is the
+    /// filter's condition.
+    set: RuleSet,
+    filters: Vec<FilterMeta>,
+    /// The rule ids or titles each filter names.
+    targets: Vec<Vec<String>>,
+}
+
+impl FilterSet {
+    /// Compiles every document of `sources`, which must all be filter
+    /// documents (a rule is an error). Targets are not checked here: the
+    /// caller knows which rules are loaded.
+    pub fn load(sources: impl IntoIterator<Item = Source>) -> (FilterSet, Vec<LoadError>) {
+        let mut loading = Loading {
+            standalone_filters: true,
+            ..Loading::default()
+        };
+        for source in sources {
+            loading.source(&source);
+        }
+        let mut report = loading.report;
+        let mut set = FilterSet::default();
+        for filter in loading.filters {
+            set.set.rules.push(Rule {
+                meta: RuleMeta {
+                    id: filter.meta.id.clone(),
+                    title: filter.label.clone().unwrap_or_default(),
+                    status: None,
+                    level: None,
+                    description: None,
+                    author: None,
+                    references: Vec::new(),
+                    tags: Vec::new(),
+                    falsepositives: Vec::new(),
+                    date: None,
+                    modified: None,
+                    logsource: LogSource::default(),
+                    source: filter.meta.source.clone(),
+                    position: filter.meta.position,
+                },
+                filters: Vec::new(),
+                matcher: filter.matcher,
+            });
+            set.targets
+                .push(filter.targets.into_iter().map(|(t, _)| t).collect());
+            set.filters.push(filter.meta);
+        }
+        set.set.fields = std::mem::take(&mut report.rules.fields);
+        set.set.literals = literals::build(set.set.rules.iter_mut().map(|r| &mut r.matcher));
+        (set, report.errors)
+    }
+
+    pub fn filters(&self) -> &[FilterMeta] {
+        &self.filters
+    }
+
+    /// The rule ids or titles filter `i` names.
+    pub fn targets(&self, i: usize) -> &[String] {
+        &self.targets[i]
+    }
+
+    pub fn len(&self) -> usize {
+        self.filters.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.filters.is_empty()
+    }
+
+    /// Indices of the filters whose condition holds for `event` (those
+    /// that would keep it), appended to `out`.
+    pub fn holding(&self, event: &dyn Event, out: &mut Vec<usize>) {
+        self.set.matches(event, out);
+    }
+}
+
 /// State of one load: the report being built, filters waiting for every
 /// rule to be known, and what is needed to check ids and filter targets.
 #[derive(Default)]
 struct Loading {
+    /// Only filter documents are expected, compiled on their own
+    /// ([`FilterSet`]).
+    standalone_filters: bool,
     report: LoadReport,
     filters: Vec<PendingFilter>,
     /// Rule id -> `source:line:col` of the rule that has it.
@@ -289,6 +356,33 @@ struct PendingFilter {
 }
 
 impl Loading {
+    /// Parses and loads every document of one source.
+    fn source(&mut self, source: &Source) {
+        let docs = match yaml::parse_documents(&source.text) {
+            Ok(docs) => docs,
+            Err(e) => {
+                self.report.errors.push(LoadError {
+                    source_name: source.name.clone(),
+                    position: Some(e.pos),
+                    rule: None,
+                    kind: e.error,
+                });
+                return;
+            }
+        };
+        for doc in yaml::apply_collection_actions(docs) {
+            match doc {
+                Ok(doc) => load_document(&source.name, &doc, self),
+                Err((_, e)) => self.report.errors.push(LoadError {
+                    source_name: source.name.clone(),
+                    position: Some(e.pos),
+                    rule: None,
+                    kind: e.error,
+                }),
+            }
+        }
+    }
+
     fn finish(mut self) -> LoadReport {
         for filter in self.filters {
             for (target, pos) in &filter.targets {
@@ -377,6 +471,10 @@ fn load_document(source: &str, doc: &yaml::RuleDocument, loading: &mut Loading) 
     }
     if is_filter {
         load_filter(source, node, label, loading);
+        return;
+    }
+    if loading.standalone_filters {
+        report.errors.push(error(node.pos, RuleError::NotAFilter));
         return;
     }
     let compiled = match rule::parse(node, source) {

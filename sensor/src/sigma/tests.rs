@@ -1399,3 +1399,38 @@ fn matches_agree_with_the_pysigma_oracle_on_edge_cases() {
 mod differential;
 mod spec;
 mod speed;
+
+#[test]
+fn filter_set_compiles_filters_on_their_own_and_refuses_rules() {
+    let filter = "title: Not from apt\nid: f-1\nlogsource:\n    product: linux\n    category: process_creation\nfilter:\n    rules: [r-1, 'Other rule']\n    apt:\n        AncestorImage|endswith: /apt-get\n    condition: not apt\n";
+    let (set, errors) = FilterSet::load([Source::new("f.yml", filter)]);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(set.len(), 1);
+    assert_eq!(set.targets(0), ["r-1", "Other rule"]);
+    assert_eq!(set.filters()[0].title.as_deref(), Some("Not from apt"));
+    // The condition itself, not ANDed onto anything: it holds unless the
+    // ancestor is apt-get.
+    let mut holding = Vec::new();
+    set.holding(
+        &Ev::new(&[("AncestorImage", "/usr/bin/bash")]),
+        &mut holding,
+    );
+    assert_eq!(holding, [0]);
+    holding.clear();
+    set.holding(
+        &Ev::new(&[("AncestorImage", "/usr/bin/apt-get")]),
+        &mut holding,
+    );
+    assert!(holding.is_empty());
+    // A rule among exclusions is an error, with its place.
+    let rule = "title: A rule\nlogsource:\n    product: linux\n    category: process_creation\ndetection:\n    sel:\n        Image: /x\n    condition: sel\n";
+    let (set, errors) = FilterSet::load([Source::new("r.yml", rule)]);
+    assert!(set.is_empty());
+    let messages: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    assert_eq!(
+        messages,
+        [
+            "r.yml:1:1: rule 'A rule': expected a Sigma filter document (with 'filter:'), found a rule"
+        ]
+    );
+}

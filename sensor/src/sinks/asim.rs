@@ -36,6 +36,13 @@ pub fn render(msg: &Message) -> Option<String> {
                     "AlertTime": a.timestamp,
                 }),
             );
+            // An expected stop (see `exclusions`): the severity is already
+            // lowered; say which exclusion so a query can leave it out.
+            if let (Some(filter), Some(Value::Object(extra))) =
+                (&a.suppressed_by, v.get_mut("AdditionalFields"))
+            {
+                extra.insert("SuppressedBy".into(), json!(filter));
+            }
             v
         }
         Body::Event(e) => {
@@ -111,5 +118,61 @@ fn basename(v: Option<&Value>) -> Value {
     match v.and_then(Value::as_str) {
         Some(path) => json!(path.rsplit('/').next().unwrap_or(path)),
         None => Value::Null,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::engine::{Alert, Evidence, Host, ImageAs, RuleRef};
+
+    fn alert(suppressed_by: Option<&str>, level: &str) -> Alert {
+        Alert {
+            timestamp: "2026-12-04T02:30:00Z".into(),
+            kind: "alert",
+            rule: RuleRef {
+                id: Some("36388120-b3f1-4ce9-b50b-280d9a7f4c04".into()),
+                title: "Kaspersky Endpoint Security Stopped Via CommandLine - Linux".into(),
+                level: Some(level.into()),
+                status: None,
+                tags: Vec::new(),
+                description: None,
+                falsepositives: Vec::new(),
+                references: Vec::new(),
+                author: None,
+                source: "bundled:x.yml".into(),
+            },
+            evidence: Evidence {
+                image_as: ImageAs::Resolved,
+                image: "/usr/bin/systemctl".into(),
+                parent_image_as: ImageAs::Resolved,
+                parent_image: None,
+            },
+            host: Host {
+                hostname: "h".into(),
+            },
+            host_state: None,
+            related: Vec::new(),
+            suppressed_by: suppressed_by.map(str::to_owned),
+            suppression: None,
+            process: json!({"Image": "/usr/bin/systemctl", "CommandLine": "systemctl stop kesl"}),
+        }
+    }
+
+    fn asim(a: Alert) -> Value {
+        let text = render(&Message::new(Body::Alert(Box::new(a)))).expect("an alert renders");
+        serde_json::from_str(&text).expect("json")
+    }
+
+    #[test]
+    fn a_suppressed_alert_says_which_exclusion_at_its_lowered_severity() {
+        let v = asim(alert(Some("package_manager"), "informational"));
+        assert_eq!(v["AdditionalFields"]["SuppressedBy"], "package_manager");
+        assert_eq!(v["EventSeverity"], "Informational");
+        let v = asim(alert(None, "high"));
+        assert!(v["AdditionalFields"].get("SuppressedBy").is_none(), "{v}");
+        assert_eq!(v["EventSeverity"], "High");
     }
 }

@@ -172,10 +172,16 @@ pub fn kesl_rule_text() -> String {
     .expect("read kesl rule")
 }
 
-/// JSON lines of `path` (what is there now).
+/// JSON lines of `path` (what is there now). A last line without its
+/// newline is being written as we read (a reader can see part of a
+/// `write(2)` in progress) and is left for the next look.
 pub fn json_lines(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let complete = match text.rfind('\n') {
+        Some(end) => &text[..=end],
+        None => "",
+    };
+    complete
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l:?}: {e}")))
         .collect()
