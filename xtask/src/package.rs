@@ -185,7 +185,7 @@ pub fn build_deb(out: Option<&Path>) -> anyhow::Result<PathBuf> {
 
 /// Install, upgrade and purge in a Debian root; fails on the first
 /// surprise.
-fn verify(root: &Path, deb: &Path) -> anyhow::Result<()> {
+pub fn verify(root: &Path, deb: &Path) -> anyhow::Result<()> {
     if !root.join("usr/bin/dpkg").exists() {
         eprintln!("package: debootstrap bookworm into {}", root.display());
         status(

@@ -161,6 +161,7 @@ pub fn run(opts: &Options, vm: &Path) -> anyhow::Result<Outcome> {
     let (label, kernel) = kernel(&opts.kernel, vm)?;
     let deb = crate::package::build_deb(None).context("building the .deb")?;
     let tarball = root_tarball(&lab)?;
+    verify_package(&lab, &tarball, &deb)?;
     let base = base_image(&lab, &tarball)?;
     let io = io_disk(&lab, &deb)?;
     let overlay = lab.join("overlay.qcow2");
@@ -233,6 +234,25 @@ fn root_tarball(lab: &Path) -> anyhow::Result<PathBuf> {
         started.elapsed().as_secs_f64()
     );
     Ok(tarball)
+}
+
+/// Install, upgrade and purge of the `.deb` in a chroot of a fresh copy of
+/// the cached root (the guest then shows it running under systemd).
+fn verify_package(lab: &Path, tarball: &Path, deb: &Path) -> anyhow::Result<()> {
+    let root = lab.join("package-chroot");
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root)?;
+    status(
+        Command::new("tar")
+            .args(["--numeric-owner", "-xf"])
+            .arg(tarball)
+            .arg("-C")
+            .arg(&root),
+    )
+    .context("unpacking the root for the package check")?;
+    let verified = crate::package::verify(&root, deb).context("package install/upgrade/purge");
+    let _ = std::fs::remove_dir_all(&root);
+    verified
 }
 
 /// The base disk: the cached root plus the lab's units, as a raw ext4
