@@ -30,6 +30,7 @@ pub mod daemon;
 pub mod engine;
 pub mod host_state;
 pub mod incident;
+pub mod prevent;
 pub mod process;
 pub mod replay;
 pub mod rules;

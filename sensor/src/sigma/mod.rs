@@ -57,6 +57,7 @@
 mod compile;
 mod condition;
 mod error;
+pub mod kernel;
 mod literals;
 mod matcher;
 mod modifier;
@@ -124,6 +125,9 @@ pub struct Rule {
     /// Sigma filters ANDed onto this rule's condition, in load order.
     pub filters: Vec<FilterMeta>,
     matcher: RuleMatcher,
+    /// The detection as written, for [`kernel::compile`] (prevention
+    /// compiles its own tables from it, not from the matcher).
+    detection: rule::Detection,
 }
 
 impl Rule {
@@ -381,7 +385,9 @@ fn load_document(source: &str, doc: &yaml::RuleDocument, loading: &mut Loading) 
     }
     let compiled = match rule::parse(node, source) {
         Ok(model) => {
-            compile::compile(model.detection, &mut report.rules.fields).map(|m| (model.meta, m))
+            let detection = model.detection.clone();
+            compile::compile(model.detection, &mut report.rules.fields)
+                .map(|m| (model.meta, m, detection))
         }
         Err((mut errors, searches)) => {
             // Also compile the searches that parsed, into a throwaway field
@@ -393,7 +399,7 @@ fn load_document(source: &str, doc: &yaml::RuleDocument, loading: &mut Loading) 
         }
     };
     match compiled {
-        Ok((meta, matcher)) => {
+        Ok((meta, matcher, detection)) => {
             if let Some(id) = &meta.id {
                 let here = format!("{}:{}", meta.source, meta.position);
                 if let Some(first) = loading.ids.get(id) {
@@ -412,6 +418,7 @@ fn load_document(source: &str, doc: &yaml::RuleDocument, loading: &mut Loading) 
                 meta,
                 filters: Vec::new(),
                 matcher,
+                detection,
             });
         }
         Err(mut errors) => {
