@@ -32,6 +32,7 @@ use crate::{
     engine::{Alert, Engine, Hit},
     host_state::HostState,
     incident::Incidents,
+    prevent::{self, Plan},
     process::{Enricher, ProcessCreate, ProcessTermination, Table, table, termination},
     rules,
     sigma::RuleSet,
@@ -64,6 +65,8 @@ pub struct Config {
     pub stopping_level: Option<String>,
     /// Image prefixes whose deaths become `process_termination` events.
     pub watch: Vec<String>,
+    /// `prevent:`; off when it names no rule.
+    pub prevent: prevent::Config,
 }
 
 /// One exec record in, its event and alerts out.
@@ -81,6 +84,9 @@ pub struct Pipeline {
     /// Every event is written out (`--all-events`), not only alerts: fill
     /// the fields that are otherwise computed for alerts alone.
     full_events: bool,
+    /// The prevention plan in force: says what the kernel did for each
+    /// alert of a prevented rule.
+    plan: Option<Arc<Plan>>,
 }
 
 impl Pipeline {
@@ -98,7 +104,13 @@ impl Pipeline {
                 .collect(),
             terminations: Vec::new(),
             full_events: false,
+            plan: None,
         }
+    }
+
+    /// Sets the prevention plan whose verdicts the alerts report.
+    pub fn set_plan(&mut self, plan: Option<Arc<Plan>>) {
+        self.plan = plan;
     }
 
     /// Fill every field of every event (for `--all-events` and tests), not
@@ -199,6 +211,21 @@ impl Pipeline {
         self.hits.clear();
         self.engine
             .evaluate(&event, &mut self.hits, &mut self.scratch);
+        if let Some(plan) = &self.plan {
+            // A kill the matcher does not confirm must not be silent: raise
+            // the prevented rule's alert anyway (its action says why).
+            for rule in plan.rules_in(rec.prevent_rules) {
+                if !self.hits.iter().any(|h| h.rule == rule) {
+                    self.hits.push(Hit {
+                        rule,
+                        image_as: crate::engine::ImageAs::Resolved,
+                        image: event.image.clone(),
+                        parent_image_as: crate::engine::ImageAs::Resolved,
+                        parent_image: event.parent_image.clone(),
+                    });
+                }
+            }
+        }
         if self.full_events || !self.hits.is_empty() {
             event.ancestor_images = self.table.ancestor_images(
                 event.parent_process_id,
@@ -209,12 +236,17 @@ impl Pipeline {
         if !self.hits.is_empty() {
             let process = serde_json::to_value(&event).unwrap_or_default();
             for hit in &self.hits {
-                alerts.push(Alert::new(
+                let mut alert = Alert::new(
                     self.engine.rules(),
                     hit,
                     &self.enricher.hostname,
                     process.clone(),
-                ));
+                );
+                alert.prevention = self
+                    .plan
+                    .as_ref()
+                    .and_then(|p| p.action(hit.rule, rec.prevent, rec.prevent_rules));
+                alerts.push(alert);
             }
         }
         (event, alerts)
@@ -280,16 +312,29 @@ pub fn load_rules(config: &Config, strictness: Strictness) -> anyhow::Result<Rul
     Ok(loaded.rules)
 }
 
-/// Config and compiled rules, built aside.
+/// Config, compiled rules and prevention plan, built aside.
 struct Prepared {
     config: Config,
     rules: RuleSet,
+    plan: Option<Plan>,
 }
 
 fn prepare(source: &Source, strictness: Strictness) -> anyhow::Result<Prepared> {
     let config = source.load()?;
     let rules = load_rules(&config, strictness)?;
-    Ok(Prepared { config, rules })
+    // A prevented rule that the kernel cannot decide refuses the start (and
+    // the reload): the admin asked for prevention, and must learn at once
+    // that it would not happen, not when the attack comes.
+    let plan = if config.prevent.enabled() {
+        Some(Plan::compile(&rules, &config.prevent)?)
+    } else {
+        None
+    };
+    Ok(Prepared {
+        config,
+        rules,
+        plan,
+    })
 }
 
 async fn prepare_blocking(source: Source, strictness: Strictness) -> anyhow::Result<Prepared> {
@@ -330,8 +375,11 @@ pub async fn run(
     mut control: mpsc::UnboundedReceiver<Control>,
 ) -> anyhow::Result<Stopped> {
     let started = Instant::now();
-    let Prepared { mut config, rules } =
-        prepare_blocking(source.clone(), Strictness::Start).await?;
+    let Prepared {
+        mut config,
+        rules,
+        plan,
+    } = prepare_blocking(source.clone(), Strictness::Start).await?;
     info!(rules = rules.len(), "rules loaded");
     let mut sinks = Sinks::start(&config.sinks)?;
     let mut sensor = Sensor::start(&config.capture).context("starting exec capture")?;
@@ -339,6 +387,11 @@ pub async fn run(
     let mut pipeline = Pipeline::new(Engine::new(Arc::new(rules)), Enricher::new());
     pipeline.set_full_events(config.all_events);
     pipeline.set_watch(config.watch.clone());
+    let plan = plan.map(Arc::new);
+    if let Some(plan) = &plan {
+        start_prevention(&mut sensor, plan, &sinks, pipeline.hostname())?;
+    }
+    pipeline.set_plan(plan);
     let mut limiter = Limiter::new(config.rate_limit);
     let mut alerts = Outgoing {
         incidents: Incidents::new(config.fold),
@@ -413,6 +466,7 @@ pub async fn run(
                 sensor.drain_now(&mut records);
                 process(&mut pipeline, &mut records, &sinks, &config, &mut alerts, &mut limiter, &mut counters);
                 report_loss(&sensor, &sinks, &mut counters, pipeline.hostname());
+                check_breaker(&mut sensor, &sinks, pipeline.hostname());
             }
             _ = stats_tick.tick() => {
                 summarise(&mut limiter, &sinks, pipeline.hostname());
@@ -436,7 +490,8 @@ pub async fn run(
             _ = watchdog_tick.tick(), if watchdog => notify(&[sd_notify::NotifyState::Watchdog]),
             conn = accept(listener.as_ref()) => {
                 if let Ok(stream) = conn {
-                    let s = snapshot(&mut counters, &pipeline, &sinks, started, false);
+                    let mut s = snapshot(&mut counters, &pipeline, &sinks, started, false);
+                    s.prevent = prevent_status(&mut sensor, pipeline.plan.as_deref());
                     let mut body = serde_json::to_vec(&s).unwrap_or_default();
                     body.push(b'\n');
                     tokio::spawn(status::serve(stream, body));
@@ -453,6 +508,7 @@ pub async fn run(
                 match done {
                     Ok(Ok(prepared)) => apply(
                         prepared, &mut config, &mut pipeline, &mut sinks, &mut limiter, &mut counters,
+                        &mut sensor,
                     ),
                     Ok(Err(e)) => {
                         counters.reload_failures += 1;
@@ -507,6 +563,8 @@ pub async fn run(
     alerts.release(Instant::now(), true, &sinks, &mut limiter, &mut counters);
     report_loss(&sensor, &sinks, &mut counters, pipeline.hostname());
     summarise(&mut limiter, &sinks, pipeline.hostname());
+    check_breaker(&mut sensor, &sinks, pipeline.hostname());
+    stop_prevention(&mut sensor, &sinks, pipeline.hostname(), stop_reason);
     drop(sensor);
     let late = tokio::select! {
         late = sinks.close(deadline) => late,
@@ -580,8 +638,21 @@ fn apply(
     sinks: &mut Sinks,
     limiter: &mut Limiter,
     counters: &mut Counters,
+    sensor: &mut Sensor,
 ) {
-    let Prepared { config: new, rules } = prepared;
+    let Prepared {
+        config: new,
+        rules,
+        plan,
+    } = prepared;
+    if plan.is_some() && sensor.prevention().is_none() {
+        counters.reload_failures += 1;
+        error!(
+            "reload failed, keeping the previous config and rules: prevent.rules were empty at \
+             start, so the prevention program is not loaded; restart sigexec to start prevention"
+        );
+        return;
+    }
     if new.sinks != sinks.configs() {
         match Sinks::start(&new.sinks) {
             Ok(fresh) => {
@@ -612,6 +683,19 @@ fn apply(
         );
     }
     let count = rules.len();
+    let plan = plan.map(Arc::new);
+    match &plan {
+        Some(plan) => {
+            if let Err(e) = start_prevention(sensor, plan, sinks, pipeline.hostname()) {
+                error!("reload: prevention not updated: {e:#}");
+            }
+        }
+        None if sensor.prevention().is_some() => {
+            stop_prevention(sensor, sinks, pipeline.hostname(), "reload without prevent.rules");
+        }
+        None => {}
+    }
+    pipeline.set_plan(plan);
     pipeline.set_engine(Engine::new(Arc::new(rules)));
     pipeline.set_watch(new.watch.clone());
     pipeline.set_full_events(new.all_events);
@@ -764,6 +848,7 @@ fn snapshot(
         reloads: counters.reloads,
         reload_failures: counters.reload_failures,
         sinks: sinks.stats(),
+        prevent: None,
     }
 }
 
@@ -808,4 +893,118 @@ fn report_loss(sensor: &Sensor, sinks: &Sinks, counters: &mut Counters, hostname
             serde_json::to_value(&record).unwrap_or_default(),
         )));
     }
+}
+
+/// Writes `plan` into the kernel, seeds the allow-tracking map from /proc
+/// and says so in the alert stream.
+fn start_prevention(
+    sensor: &mut Sensor,
+    plan: &Plan,
+    sinks: &Sinks,
+    hostname: &str,
+) -> anyhow::Result<()> {
+    let maps = sensor
+        .prevention()
+        .context("the prevention program is not loaded")?;
+    let c = &plan.config;
+    let state = sensor_common::prevent::State {
+        mode: c.mode.kernel(),
+        daemon_tgid: std::process::id(),
+        kill_limit: c.max_kills,
+        window_ns: u64::try_from(c.window.as_nanos()).unwrap_or(u64::MAX),
+        ..Default::default()
+    };
+    maps.install(&plan.tables, state)
+        .context("writing the prevention policy into the kernel")?;
+    maps.seed(&prevent::seed_tracked(&c.ancestor_images));
+    info!(mode = ?c.mode, rules = ?c.rules, "prevention active");
+    prevent_record(sinks, hostname, "started", serde_json::json!({
+        "mode": c.mode,
+        "rules": c.rules,
+        "max_kills": c.max_kills,
+        "window_secs": c.window.as_secs(),
+    }));
+    Ok(())
+}
+
+/// Switches prevention off in the kernel (the daemon is stopping, or a
+/// reload dropped it): an alert, since from here on nothing is killed.
+fn stop_prevention(sensor: &mut Sensor, sinks: &Sinks, hostname: &str, why: &str) {
+    let Some(maps) = sensor.prevention() else {
+        return;
+    };
+    let result = maps.state().and_then(|mut s| {
+        s.mode = sensor_common::prevent::MODE_OFF;
+        maps.set_state(s)
+    });
+    if let Err(e) = result {
+        warn!(error = %e, "switching prevention off");
+    }
+    warn!("prevention stopped: {why}");
+    prevent_record(sinks, hostname, "stopped", serde_json::json!({ "reason": why }));
+}
+
+/// Reports a breaker trip the kernel made since the last check, once.
+fn check_breaker(sensor: &mut Sensor, sinks: &Sinks, hostname: &str) {
+    let Some(maps) = sensor.prevention() else {
+        return;
+    };
+    let Ok(mut state) = maps.state() else {
+        return;
+    };
+    if state.tripped == 0 {
+        return;
+    }
+    state.tripped = 0;
+    if let Err(e) = maps.set_state(state) {
+        warn!(error = %e, "clearing the breaker flag");
+    }
+    error!(
+        kills_in_window = state.window_kills,
+        max_kills = state.kill_limit,
+        "kill-rate breaker tripped: prevention is now dry-run until a reload or restart"
+    );
+    prevent_record(sinks, hostname, "breaker_tripped", serde_json::json!({
+        "mode": prevent::Mode::DryRun,
+        "kills_in_window": state.window_kills,
+        "max_kills": state.kill_limit,
+        "window_secs": state.window_ns / 1_000_000_000,
+    }));
+}
+
+/// A `{"kind":"prevent","event":...}` line in the alert stream.
+fn prevent_record(sinks: &Sinks, hostname: &str, event: &str, details: serde_json::Value) {
+    let mut record = serde_json::json!({
+        "timestamp": crate::process::rfc3339(time::OffsetDateTime::now_utc()),
+        "kind": "prevent",
+        "event": event,
+        "level": if event == "started" { "informational" } else { "high" },
+        "host": { "hostname": hostname },
+    });
+    if let (Some(map), serde_json::Value::Object(more)) = (record.as_object_mut(), details) {
+        map.extend(more);
+    }
+    sinks.send(&Message::new(Body::Record(record)));
+}
+
+/// Prevention's state for `sigexec status`.
+fn prevent_status(sensor: &mut Sensor, plan: Option<&Plan>) -> Option<status::PreventStatus> {
+    let plan = plan?;
+    let state = sensor.prevention()?.state().ok()?;
+    Some(status::PreventStatus {
+        mode: match state.mode {
+            sensor_common::prevent::MODE_ENFORCE => "enforce",
+            sensor_common::prevent::MODE_DRY_RUN => "dry-run",
+            _ => "off",
+        }
+        .to_owned(),
+        configured_mode: plan.config.mode,
+        rules: plan.config.rules.clone(),
+        kills: state.kills,
+        would_kill: state.would_kill,
+        breaker_tripped: state.mode == sensor_common::prevent::MODE_DRY_RUN
+            && plan.config.mode == prevent::Mode::Enforce,
+        max_kills: plan.config.max_kills,
+        window_secs: plan.config.window.as_secs(),
+    })
 }

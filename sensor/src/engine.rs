@@ -217,6 +217,10 @@ pub struct Alert {
     /// carrying out this command); see `incident`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub related: Vec<crate::incident::Related>,
+    /// For a prevented rule: what the kernel did (`action`, and
+    /// `action_reason` unless it killed).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub prevention: Option<crate::prevent::Action>,
     pub process: serde_json::Value,
 }
 
@@ -278,6 +282,7 @@ impl Alert {
             },
             host_state: None,
             related: Vec::new(),
+            prevention: None,
             process,
         }
     }

@@ -138,6 +138,7 @@ mod tests {
             },
             host_state: None,
             related: Vec::new(),
+            prevention: None,
             process: serde_json::Value::Null,
         }
     }

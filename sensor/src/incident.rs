@@ -228,6 +228,7 @@ mod tests {
             },
             host_state: None,
             related: Vec::new(),
+            prevention: None,
             process,
         }
     }

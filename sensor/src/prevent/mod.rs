@@ -111,6 +111,18 @@ impl Plan {
         })
     }
 
+    /// Rule-set indices of the policy bits set in `mask`.
+    pub fn rules_in(&self, mask: u32) -> Vec<usize> {
+        let mut out: Vec<usize> = self
+            .bits
+            .iter()
+            .filter(|&(_, &bit)| mask & (1 << bit) != 0)
+            .map(|(&index, _)| index)
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
     /// Whether the rule at `index` of the rule set is prevented.
     pub fn prevents(&self, index: usize) -> bool {
         self.bits.contains_key(&index)
@@ -130,7 +142,7 @@ pub struct Action {
     /// `killed`, `would_kill`, `allowed` or `not_killed`.
     pub action: &'static str,
     /// Why, when not simply killed.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "action_reason", skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
 
