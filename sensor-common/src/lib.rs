@@ -407,7 +407,8 @@ pub mod prevent {
         pub n_rules: u32,
         pub n_uid_sets: u32,
         pub n_allow_uids: u32,
-        pub _pad: u32,
+        /// Items in use (the kernel evaluates only these).
+        pub n_items: u32,
     }
 
     /// Prevention's switch and kill-rate breaker, shared by user space and

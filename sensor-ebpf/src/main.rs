@@ -12,10 +12,14 @@
 //!   `mm->exe_file` and the filename from the tracepoint record, and marks
 //!   the record [`flags::FALLBACK`].
 //!
-//! A third exec program, `sched_process_exec_prevent`, is the BTF one plus
-//! prevention (see [`prevent`]): loaded instead of it only when the config
-//! prevents rules, because it needs `bpf_loop` (5.17+) and costs a few
-//! table lookups per byte of path and argv.
+//! A third program, `sched_process_exec_prevent` (see [`prevent`]), is
+//! loaded only when the config prevents rules: the BTF exec program
+//! tail-calls it once the record is complete, and it decides, may kill,
+//! and submits the record itself. A tail call, not more code in the exec
+//! program: the capture alone takes most of the verifier's budget of one
+//! million instructions (the path walks), and a tail-called program has a
+//! budget of its own. It needs `bpf_loop` (5.17+); with the program array
+//! empty the tail call fails at once and capture goes on as before.
 //!
 //! Struct offsets are not compiled in: user space reads them from the
 //! running kernel's BTF and patches [`OFFSETS`] before load, which lets one
@@ -47,7 +51,7 @@ use aya_ebpf::{
         bpf_probe_read_kernel, bpf_probe_read_kernel_str, bpf_probe_read_user,
     },
     macros::{btf_tracepoint, map, tracepoint},
-    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, ProgramArray, RingBuf},
     programs::{BtfTracePointContext, TracePointContext},
 };
 use sensor_common::{
@@ -88,6 +92,10 @@ static IMAGE_DFA: Array<Dfa> = Array::with_max_entries(1, 0);
 static ARGV_DFA: Array<Dfa> = Array::with_max_entries(1, 0);
 #[map]
 static PREVENT_STATE: Array<State> = Array::with_max_entries(1, 0);
+
+/// Slot 0: `sched_process_exec_prevent`, when prevention is configured.
+#[map]
+static PREVENT_PROG: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
 /// Processes under an allow-listed ancestor image (values from
 /// `sensor_common::prevent::tracked`), kept by the fork, exec and exit
@@ -276,7 +284,7 @@ struct Source {
 }
 
 #[inline(always)]
-fn capture<const PREVENT: bool>(src: &Source) -> Option<()> {
+fn capture(src: &Source, btf_ctx: Option<&BtfTracePointContext>) -> Option<()> {
     // SAFETY: plain helper call.
     let cpu = unsafe { bpf_get_smp_processor_id() };
     let slot = SCRATCH.get_ptr_mut(cpu)?;
@@ -402,10 +410,11 @@ fn capture<const PREVENT: bool>(src: &Source) -> Option<()> {
     h.flags = flags;
     h.prevent = 0;
     h.prevent_rules = 0;
-    if PREVENT {
-        let (verdict, rules) = prevent::decide(buf, h, task, argv_off);
-        h.prevent = verdict;
-        h.prevent_rules = rules;
+    if let Some(ctx) = btf_ctx {
+        // Does not return when the prevention program is installed: it
+        // submits the record. Fails at once (and we go on) when it is not.
+        // SAFETY: the slot holds a program of this type, or nothing.
+        unsafe { PREVENT_PROG.tail_call(ctx, 0) };
     }
 
     let total = argv_off + len as usize;
@@ -448,30 +457,45 @@ pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
         old_tid: old_pid,
         flags: 0,
     };
-    if capture::<false>(&src).is_none() {
+    if capture(&src, Some(&ctx)).is_none() {
         count_lost();
     }
     0
 }
 
-/// `sched_process_exec` with prevention: the same capture, then the
-/// policy decides on the record in the scratch slot and may kill the new
-/// image before its first instruction.
+/// Tail-called by `sched_process_exec` with the record complete in this
+/// CPU's scratch slot: decides, may kill the new image before its first
+/// instruction, and submits the record with the verdict.
 #[btf_tracepoint(function = "sched_process_exec")]
 pub fn sched_process_exec_prevent(ctx: BtfTracePointContext) -> i32 {
     let task: *const u8 = ctx.arg(0);
-    let old_pid: u32 = ctx.arg(1);
-    let bprm: *const u8 = ctx.arg(2);
-    let src = Source {
-        task,
-        file: read_ptr(bprm, off!(bprm_file)),
-        filename: read_ptr(bprm, off!(bprm_filename)),
-        interp: read_ptr(bprm, off!(bprm_interp)),
-        argc: read::<u32>(bprm, off!(bprm_argc)).unwrap_or(0),
-        old_tid: old_pid,
-        flags: 0,
+    // SAFETY: plain helper call.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let Some(slot) = SCRATCH.get_ptr_mut(cpu) else {
+        count_lost();
+        return 0;
     };
-    if capture::<true>(&src).is_none() {
+    let buf = slot.cast::<u8>();
+    // SAFETY: the slot starts with the header the exec program wrote.
+    let h = unsafe { &mut *slot.cast::<ExecHeader>() };
+    // The same offsets the exec program computed: the strings area is
+    // masked, argv follows it.
+    let strings = EXEC_HEADER_SIZE
+        + h.filename_len as usize
+        + h.interp_len as usize
+        + h.exe_len as usize
+        + h.cwd_len as usize;
+    let argv_off = strings & STRINGS_MASK;
+    let (verdict, rules) = prevent::decide(buf, h, task, argv_off);
+    h.prevent = verdict;
+    h.prevent_rules = rules;
+    let total = argv_off + (h.argv_len as usize & (ARGV_MAX * 2 - 1)).min(ARGV_MAX);
+    // SAFETY: `buf` holds the record's bytes inside the slot.
+    let record = unsafe { core::slice::from_raw_parts(buf.cast_const(), total) };
+    if EVENTS
+        .output::<[u8]>(record, BPF_RB_FORCE_WAKEUP as u64)
+        .is_err()
+    {
         count_lost();
     }
     0
@@ -494,7 +518,7 @@ pub fn sched_process_exec_tp(ctx: TracePointContext) -> i32 {
         old_tid: read::<u32>(record, off!(tp_old_pid)).unwrap_or(0),
         flags: flags::FALLBACK,
     };
-    if capture::<false>(&src).is_none() {
+    if capture(&src, None).is_none() {
         count_lost();
     }
     0

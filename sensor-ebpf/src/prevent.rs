@@ -121,34 +121,89 @@ fn scan(buf: *const u8, dfa: &Dfa, off: usize, len: u32) -> [u64; 2] {
     ]
 }
 
+/// Evaluation of items, terms and uid sets, one `bpf_loop` step each.
+///
+/// Not plain loops: each item or term sets a bit or not, and the verifier
+/// follows both outcomes with the accumulated mask as a precise value, so
+/// the states of a 64-item loop never merge (it hit the 1M-instruction
+/// limit). Under `bpf_loop` the step is verified once.
+#[repr(C)]
+struct Eval {
+    policy: *const Policy,
+    atoms: u64,
+    uid: u64,
+    items: u64,
+    rules: u64,
+}
+
+extern "C" fn item_step(i: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the caller's `Eval`; `policy` a map value.
+    let e = unsafe { &mut *ctx.cast::<Eval>() };
+    // SAFETY: as above; the index is masked into the array.
+    let item = unsafe { &(*e.policy).items[i as usize & (ITEMS_MAX - 1)] };
+    let hit = e.atoms & item.mask;
+    let ok = if item.all != 0 {
+        item.mask != 0 && hit == item.mask
+    } else {
+        hit != 0
+    };
+    if ok {
+        e.items |= 1 << (i & 63);
+    }
+    0
+}
+
+extern "C" fn term_step(i: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: as in `item_step`.
+    let e = unsafe { &mut *ctx.cast::<Eval>() };
+    let r = (i as usize / TERMS_MAX) & (RULES_MAX - 1);
+    let t = i as usize % TERMS_MAX;
+    // SAFETY: both indices are masked into their arrays.
+    let rule = unsafe { &(*e.policy).rules[r] };
+    let term = &rule.terms[t];
+    if (t as u32) < rule.n_terms && e.items & term.set == term.set && e.items & term.clear == 0 {
+        e.rules |= 1 << r;
+    }
+    0
+}
+
+extern "C" fn uid_step(i: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: as in `item_step`.
+    let e = unsafe { &mut *ctx.cast::<Eval>() };
+    let s = (i as usize / UIDS_MAX) & (UID_SETS_MAX - 1);
+    let u = i as usize % UIDS_MAX;
+    // SAFETY: both indices are masked into their arrays.
+    let set = unsafe { &(*e.policy).uid_sets[s] };
+    if (u as u32) < set.n && u64::from(set.uids[u]) == e.uid {
+        e.atoms |= 1 << (set.atom & 63);
+    }
+    0
+}
+
+/// Runs `step` `n` times over `e`.
+#[inline(always)]
+fn run(n: u32, step: extern "C" fn(u64, *mut c_void) -> i64, e: &mut Eval) {
+    // SAFETY: the callback is a static function; `e` outlives the call.
+    unsafe { bpf_loop(n, step as *mut c_void, (e as *mut Eval).cast(), 0) };
+}
+
 /// Rules (bits) matching with these atoms.
 #[inline(always)]
 fn rules_matching(policy: &Policy, atoms: u64) -> u32 {
-    let mut items = 0u64;
-    for i in 0..ITEMS_MAX {
-        let item = &policy.items[i];
-        let hit = atoms & item.mask;
-        let ok = if item.all != 0 {
-            item.mask != 0 && hit == item.mask
-        } else {
-            hit != 0
-        };
-        if ok {
-            items |= 1 << i;
-        }
-    }
-    let mut rules = 0u32;
-    for r in 0..RULES_MAX {
-        let rule = &policy.rules[r];
-        for t in 0..TERMS_MAX {
-            let term = &rule.terms[t];
-            if (t as u32) < rule.n_terms && items & term.set == term.set && items & term.clear == 0
-            {
-                rules |= 1 << r;
-            }
-        }
-    }
-    rules
+    let mut e = Eval {
+        policy,
+        atoms,
+        uid: 0,
+        items: 0,
+        rules: 0,
+    };
+    run(policy.n_items.min(ITEMS_MAX as u32), item_step, &mut e);
+    run(
+        policy.n_rules.min(RULES_MAX as u32) * TERMS_MAX as u32,
+        term_step,
+        &mut e,
+    );
+    e.rules as u32
 }
 
 /// The verdict on the exec whose record is in `buf` (bits of
@@ -191,15 +246,19 @@ pub fn decide(buf: *mut u8, h: &ExecHeader, task: *const u8, argv_off: usize) ->
         h.interp_len > 0 && interp & (1 << ATOM_NOT_NORMAL) == 0 && h.flags & flags::NAME_TRUNCATED == 0;
 
     // Atoms every view shares: argv tokens and uid sets.
-    let mut common = scan(buf, argv, argv_off, h.argv_len)[0];
-    for s in 0..UID_SETS_MAX {
-        let set = &policy.uid_sets[s];
-        for u in 0..UIDS_MAX {
-            if (u as u32) < set.n && set.uids[u] == h.uid {
-                common |= 1 << (set.atom & 63);
-            }
-        }
-    }
+    let mut uids = Eval {
+        policy,
+        atoms: scan(buf, argv, argv_off, h.argv_len)[0],
+        uid: u64::from(h.uid),
+        items: 0,
+        rules: 0,
+    };
+    run(
+        policy.n_uid_sets.min(UID_SETS_MAX as u32) * UIDS_MAX as u32,
+        uid_step,
+        &mut uids,
+    );
+    let common = uids.atoms;
     let mut rules = 0u32;
     if resolved_ok {
         rules |= rules_matching(policy, common | resolved);

@@ -18,7 +18,7 @@ use std::io;
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, ProgramArray, RingBuf},
     programs::{BtfTracePoint, ProgramError, TracePoint},
 };
 use sensor_common::prevent::{Dfa, MODE_OFF, Policy, State};
@@ -335,18 +335,17 @@ fn attach(
     prevent: bool,
 ) -> Result<Hook, CaptureError> {
     const TP_PROG: &str = "sched_process_exec_tp";
+    const BTF_PROG: &str = "sched_process_exec";
     // Prevention has no fallback: the classic tracepoint program lacks
     // `bprm`, and a kernel without bpf_loop cannot run the scans. Refusing
     // is better than running a sensor that was asked to prevent and can't.
-    let btf_prog = if prevent {
-        "sched_process_exec_prevent"
-    } else {
-        "sched_process_exec"
-    };
+    if prevent {
+        install_prevention(ebpf, btf).map_err(CaptureError::Prevention)?;
+    }
     let btf_error = if force_tracepoint && !prevent {
         ProgramError::UnexpectedProgramType
     } else {
-        match attach_btf(ebpf, btf, btf_prog, "sched_process_exec") {
+        match attach_btf(ebpf, btf, BTF_PROG, "sched_process_exec") {
             Ok(()) => {
                 // Fork and exit records feed the process table's creator
                 // links; without them parents come from the kernel's
@@ -385,6 +384,26 @@ fn attach(
             classic: Box::new(classic),
         }),
     }
+}
+
+/// Loads the prevention program (not attached: the exec program
+/// tail-calls it) and puts it in slot 0 of `PREVENT_PROG`.
+fn install_prevention(ebpf: &mut Ebpf, btf: &aya::Btf) -> Result<(), ProgramError> {
+    const PROG: &str = "sched_process_exec_prevent";
+    let prog: &mut BtfTracePoint = ebpf
+        .program_mut(PROG)
+        .ok_or(ProgramError::UnexpectedProgramType)?
+        .try_into()?;
+    retry_interrupted(|| prog.load("sched_process_exec", btf))?;
+    let fd = prog.fd()?.try_clone().map_err(|e| ProgramError::SyscallError(
+        aya::sys::SyscallError { call: "dup", io_error: e },
+    ))?;
+    let map = ebpf
+        .map_mut("PREVENT_PROG")
+        .ok_or(ProgramError::UnexpectedProgramType)?;
+    let mut slots = ProgramArray::try_from(map).map_err(ProgramError::MapError)?;
+    slots.set(0, &fd, 0).map_err(ProgramError::MapError)?;
+    Ok(())
 }
 
 fn attach_btf(

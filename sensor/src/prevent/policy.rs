@@ -168,6 +168,7 @@ pub fn build(
         kernel_rule.n_terms = rule.terms.len().min(kernel_rule.terms.len()) as u32;
     }
     policy.n_rules = rules.len() as u32;
+    policy.n_items = items as u32;
     policy.n_uid_sets = uid_sets as u32;
     for (slot, uid) in policy.allow_uids.iter_mut().zip(allow_uids) {
         *slot = *uid;
