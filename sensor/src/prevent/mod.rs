@@ -72,10 +72,12 @@ impl Config {
 pub enum PlanError {
     #[error("prevent.rules: no loaded rule has id '{0}'")]
     UnknownRule(String),
+    // Not `#[from]`: that would make it the source too, and `{:#}` would
+    // print the message twice.
     #[error("prevent.rules: {0}")]
-    NotDecidable(#[from] kernel::NotDecidable),
+    NotDecidable(kernel::NotDecidable),
     #[error("prevent: {0}")]
-    Policy(#[from] policy::PolicyError),
+    Policy(policy::PolicyError),
 }
 
 /// A compiled prevention plan: the tables and which rules they hold.
@@ -100,10 +102,11 @@ impl Plan {
                 .enumerate()
                 .find(|(_, r)| r.meta.id.as_deref() == Some(id.as_str()))
                 .ok_or_else(|| PlanError::UnknownRule(id.clone()))?;
-            kernel_rules.push(kernel::compile(rule, &user_uid)?);
+            kernel_rules.push(kernel::compile(rule, &user_uid).map_err(PlanError::NotDecidable)?);
             bits.insert(index, kernel_rules.len() as u32 - 1);
         }
-        let tables = policy::build(&kernel_rules, &config.allow_uids, &config.ancestor_images)?;
+        let tables = policy::build(&kernel_rules, &config.allow_uids, &config.ancestor_images)
+            .map_err(PlanError::Policy)?;
         Ok(Plan {
             config: config.clone(),
             tables,
