@@ -13,6 +13,11 @@
 //! the alert's `timestamp`, taken when the line is built and written). The
 //! matching exec is not a service manager's: those alerts wait
 //! `alerts.fold_ms` on purpose for the exec systemd makes on their behalf.
+//!
+//! Then the cost of prevention's in-kernel check: the same storm with the
+//! sensor alone and with the sensor preventing every bundled rule the
+//! kernel decides (dry-run, so nothing is killed; the check is the same),
+//! interleaved, and the ratio of their exec rates.
 
 use std::{
     collections::HashSet,
@@ -103,7 +108,7 @@ pub fn run(opts: &ExecOptions) -> anyhow::Result<String> {
         // Interleaved: without, with, without, with.
         for _ in 0..2 {
             let base = storm(workers, seconds, &pkill);
-            let (with, sensed) = with_sensor(&sigexec, &corpus, &dir, size, || {
+            let (with, sensed) = with_sensor(&sigexec, &corpus, &dir, size, None, || {
                 storm(workers, seconds, &pkill)
             })?;
             rows.push((size, base, with, sensed));
@@ -115,10 +120,66 @@ pub fn run(opts: &ExecOptions) -> anyhow::Result<String> {
         for line in targets(&rows) {
             table.push_str(&format!("- {line}\n"));
         }
+        let config = dir.join("prevent.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "prevent:\n  rules: [{}]\n  mode: dry-run\n",
+                PREVENTED.join(", ")
+            ),
+        )?;
+        let mut runs = Vec::new();
+        for _ in 0..2 {
+            let (plain, _) = with_sensor(&sigexec, &corpus, &dir, None, None, || {
+                storm(workers, seconds, &pkill)
+            })?;
+            let (prevented, sensed) =
+                with_sensor(&sigexec, &corpus, &dir, None, Some(&config), || {
+                    storm(workers, seconds, &pkill)
+                })?;
+            runs.push((plain, prevented, sensed));
+        }
+        table.push('\n');
+        table.push_str(&prevention_table(&runs));
     }
     println!("\n{table}");
     let _ = std::fs::remove_dir_all(&dir);
     Ok(table)
+}
+
+/// Every bundled rule the kernel can decide (the sensor's test
+/// `every_decidable_bundled_rule_fits_one_policy` keeps the count).
+const PREVENTED: [&str; 8] = [
+    "36388120-b3f1-4ce9-b50b-280d9a7f4c04",
+    "4bc4b942-1d01-4251-9a3c-f994c90c6e63",
+    "b5a7985d-7b73-4056-a8ef-74abba316105",
+    "997c0b33-3f68-48c4-977f-87418da39dcd",
+    "5404c519-87d6-41d6-8b22-a11005c54b8a",
+    "39248a7b-56b8-437a-82c4-5ff2944d3a57",
+    "cb4b2a5b-9bc3-415c-9bce-2ef21358bd1c",
+    "282b733d-6b8a-4611-8b68-9a1f9f5bb42e",
+];
+
+/// Sensor alone against sensor with prevention, per interleaved pair.
+fn prevention_table(runs: &[(Storm, Storm, Sensed)]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::from(
+        "| exec/s sensor | exec/s sensor + prevention (8 rules, dry-run) | ratio | execs seen / done | would_kill alerts |\n\
+         |---|---|---|---|---|\n",
+    );
+    for (plain, prevented, s) in runs {
+        let _ = writeln!(
+            out,
+            "| {:.0} | {:.0} | {:.3} | {} / {} | {} |",
+            plain.rate(),
+            prevented.rate(),
+            prevented.rate() / plain.rate(),
+            s.seen,
+            prevented.execs,
+            s.alerts,
+        );
+    }
+    out
 }
 
 /// The issue's targets for this 2-core machine, each with the worst value
@@ -186,7 +247,9 @@ pub(super) fn build_sigexec() -> anyhow::Result<std::path::PathBuf> {
         "--bin",
         "sigexec",
     ]))?;
-    Ok(root.join("target/release/sigexec"))
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), std::path::PathBuf::from);
+    Ok(target.join("release/sigexec"))
 }
 
 pub(super) fn storm(workers: usize, length: Duration, matching: &Path) -> Storm {
@@ -239,6 +302,7 @@ fn with_sensor(
     corpus: &Path,
     dir: &Path,
     ringbuf: Option<u32>,
+    config: Option<&Path>,
     load: impl FnOnce() -> Storm,
 ) -> anyhow::Result<(Storm, Sensed)> {
     let output = dir.join("out.jsonl");
@@ -253,6 +317,9 @@ fn with_sensor(
         .stderr(Stdio::piped());
     if let Some(size) = ringbuf {
         cmd.args(["--ringbuf-size", &size.to_string()]);
+    }
+    if let Some(config) = config {
+        cmd.arg("--config").arg(config);
     }
     let mut daemon = cmd.spawn().context("starting sigexec run")?;
     let log = wait_ready(&mut daemon)?;
