@@ -56,8 +56,9 @@ pub const SCRATCH_SIZE: usize = 256 * 1024;
 const _: () = assert!(STRINGS_AREA >= size_of::<ExecHeader>() + 4 * (PATH_MAX + NAME_MAX));
 const _: () = assert!(STRINGS_AREA + ARGV_MAX <= SCRATCH_SIZE);
 const _: () = assert!(ARGV_MAX.is_power_of_two() && SCRATCH_SIZE.is_power_of_two());
-const _: () = assert!(size_of::<ExecHeader>() % 8 == 0);
-const _: () = assert!(prevent::DFA_TABLE_LEN.is_power_of_two() && prevent::DFA_STATES_MAX <= 1 << 16);
+const _: () = assert!(size_of::<ExecHeader>().is_multiple_of(8));
+const _: () =
+    assert!(prevent::DFA_TABLE_LEN.is_power_of_two() && prevent::DFA_STATES_MAX <= 1 << 16);
 const _: () = assert!(prevent::RULES_MAX <= 32 && prevent::ITEMS_MAX <= 64);
 
 /// Record kinds (first field of every record).

@@ -76,7 +76,10 @@ extern "C" fn scan_step(i: u64, ctx: *mut c_void) -> i64 {
     // whole `bpf_loop` call.
     let s = unsafe { &mut *ctx.cast::<Scan>() };
     // SAFETY: the offset is masked into the scratch slot.
-    let byte = unsafe { *s.buf.add((s.off.wrapping_add(i)) as usize & (SCRATCH_SIZE - 1)) };
+    let byte = unsafe {
+        *s.buf
+            .add((s.off.wrapping_add(i)) as usize & (SCRATCH_SIZE - 1))
+    };
     // SAFETY: user space wrote the DFA before enabling prevention; every
     // index below is masked into its array.
     let dfa = unsafe { &*s.dfa };
@@ -113,8 +116,8 @@ fn scan(buf: *const u8, dfa: &Dfa, off: usize, len: u32) -> [u64; 2] {
     };
     let state = s.state as usize & (DFA_STATES_MAX - 1);
     let eoi = dfa.eoi as usize & (DFA_CLASSES_MAX - 1);
-    let next =
-        dfa.next[(state * DFA_CLASSES_MAX + eoi) & (DFA_TABLE_LEN - 1)] as usize & (DFA_STATES_MAX - 1);
+    let next = dfa.next[(state * DFA_CLASSES_MAX + eoi) & (DFA_TABLE_LEN - 1)] as usize
+        & (DFA_STATES_MAX - 1);
     [
         s.found[0] | dfa.matches[next][0],
         s.found[1] | dfa.matches[next][1],
@@ -219,7 +222,8 @@ pub fn decide(buf: *mut u8, h: &ExecHeader, task: *const u8, argv_off: usize) ->
     if mode == MODE_OFF {
         return (0, 0);
     }
-    let (Some(policy), Some(image), Some(argv)) = (POLICY.get(0), IMAGE_DFA.get(0), ARGV_DFA.get(0))
+    let (Some(policy), Some(image), Some(argv)) =
+        (POLICY.get(0), IMAGE_DFA.get(0), ARGV_DFA.get(0))
     else {
         return (0, 0);
     };
@@ -242,13 +246,24 @@ pub fn decide(buf: *mut u8, h: &ExecHeader, task: *const u8, argv_off: usize) ->
     let resolved_ok =
         h.flags & (flags::EXE_TRUNCATED | flags::EXE_DETACHED | flags::EXE_UNLINKED) == 0;
     let invoked_ok = invoked & (1 << ATOM_NOT_NORMAL) == 0 && h.flags & flags::NAME_TRUNCATED == 0;
-    let interp_ok =
-        h.interp_len > 0 && interp & (1 << ATOM_NOT_NORMAL) == 0 && h.flags & flags::NAME_TRUNCATED == 0;
+    let interp_ok = h.interp_len > 0
+        && interp & (1 << ATOM_NOT_NORMAL) == 0
+        && h.flags & flags::NAME_TRUNCATED == 0;
 
     // Atoms every view shares: argv tokens and uid sets.
+    // `CommandLine` is argv joined with spaces: the NULs between arguments
+    // read as spaces (the DFA's class map), the final one not at all.
+    let mut argv_len = h.argv_len;
+    if argv_len > 0 {
+        let last = (argv_off + argv_len as usize - 1) & (SCRATCH_SIZE - 1);
+        // SAFETY: masked into the scratch slot.
+        if unsafe { *buf.add(last) } == 0 {
+            argv_len -= 1;
+        }
+    }
     let mut uids = Eval {
         policy,
-        atoms: scan(buf, argv, argv_off, h.argv_len)[0],
+        atoms: scan(buf, argv, argv_off, argv_len)[0],
         uid: u64::from(h.uid),
         items: 0,
         rules: 0,

@@ -621,7 +621,9 @@ mod tests {
 
         let msg = parse_err("prevent:\n  mode: enforcing\n");
         assert!(
-            msg.starts_with("/etc/sigexec/config.yaml:2:9: prevent.mode: unknown variant `enforcing`"),
+            msg.starts_with(
+                "/etc/sigexec/config.yaml:2:9: prevent.mode: unknown variant `enforcing`"
+            ),
             "{msg}"
         );
         let msg = parse_err("prevent:\n  allow:\n    uids: [0]\n");

@@ -691,7 +691,12 @@ fn apply(
             }
         }
         None if sensor.prevention().is_some() => {
-            stop_prevention(sensor, sinks, pipeline.hostname(), "reload without prevent.rules");
+            stop_prevention(
+                sensor,
+                sinks,
+                pipeline.hostname(),
+                "reload without prevent.rules",
+            );
         }
         None => {}
     }
@@ -918,12 +923,17 @@ fn start_prevention(
         .context("writing the prevention policy into the kernel")?;
     maps.seed(&prevent::seed_tracked(&c.ancestor_images));
     info!(mode = ?c.mode, rules = ?c.rules, "prevention active");
-    prevent_record(sinks, hostname, "started", serde_json::json!({
-        "mode": c.mode,
-        "rules": c.rules,
-        "max_kills": c.max_kills,
-        "window_secs": c.window.as_secs(),
-    }));
+    prevent_record(
+        sinks,
+        hostname,
+        "started",
+        serde_json::json!({
+            "mode": c.mode,
+            "rules": c.rules,
+            "max_kills": c.max_kills,
+            "window_secs": c.window.as_secs(),
+        }),
+    );
     Ok(())
 }
 
@@ -941,7 +951,12 @@ fn stop_prevention(sensor: &mut Sensor, sinks: &Sinks, hostname: &str, why: &str
         warn!(error = %e, "switching prevention off");
     }
     warn!("prevention stopped: {why}");
-    prevent_record(sinks, hostname, "stopped", serde_json::json!({ "reason": why }));
+    prevent_record(
+        sinks,
+        hostname,
+        "stopped",
+        serde_json::json!({ "reason": why }),
+    );
 }
 
 /// Reports a breaker trip the kernel made since the last check, once.
@@ -964,12 +979,17 @@ fn check_breaker(sensor: &mut Sensor, sinks: &Sinks, hostname: &str) {
         max_kills = state.kill_limit,
         "kill-rate breaker tripped: prevention is now dry-run until a reload or restart"
     );
-    prevent_record(sinks, hostname, "breaker_tripped", serde_json::json!({
-        "mode": prevent::Mode::DryRun,
-        "kills_in_window": state.window_kills,
-        "max_kills": state.kill_limit,
-        "window_secs": state.window_ns / 1_000_000_000,
-    }));
+    prevent_record(
+        sinks,
+        hostname,
+        "breaker_tripped",
+        serde_json::json!({
+            "mode": prevent::Mode::DryRun,
+            "kills_in_window": state.window_kills,
+            "max_kills": state.kill_limit,
+            "window_secs": state.window_ns / 1_000_000_000,
+        }),
+    );
 }
 
 /// A `{"kind":"prevent","event":...}` line in the alert stream.

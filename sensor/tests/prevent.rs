@@ -140,9 +140,7 @@ impl Daemon {
     /// The seed rule's alert for `pid`.
     fn alert_for(&self, pid: u32) -> serde_json::Value {
         self.wait_for(&format!("alert for pid {pid}"), |l| {
-            l["kind"] == "alert"
-                && l["rule"]["id"] == KESL_RULE
-                && l["process"]["ProcessId"] == pid
+            l["kind"] == "alert" && l["rule"]["id"] == KESL_RULE && l["process"]["ProcessId"] == pid
         })
     }
 
@@ -269,7 +267,10 @@ fn an_allow_listed_ancestor_image_lets_its_children_run() {
         .status()
         .expect("run pkgmgr");
     assert!(status.success(), "{status:?}");
-    assert!(ran(&work), "systemctl under the allow-listed ancestor did not run");
+    assert!(
+        ran(&work),
+        "systemctl under the allow-listed ancestor did not run"
+    );
     let alert = daemon.wait_for("allowed alert", |l| {
         l["kind"] == "alert" && l["rule"]["id"] == KESL_RULE && l["process"]["LogonId"] == INTRUDER
     });
@@ -293,7 +294,9 @@ fn dry_run_kills_nothing_and_says_would_kill() {
     }
     let _one = ONE_DAEMON.lock().unwrap_or_else(|e| e.into_inner());
     // mode left out: dry-run is the default.
-    let daemon = Daemon::start(&format!("  rules: [{KESL_RULE}]\n  allow:\n    users: [0]\n"));
+    let daemon = Daemon::start(&format!(
+        "  rules: [{KESL_RULE}]\n  allow:\n    users: [0]\n"
+    ));
     let work = daemon.workdir("dry");
     let (pid, status) = fake_systemctl(&work, INTRUDER, &[]);
     assert!(status.success(), "{status:?}");

@@ -161,9 +161,10 @@ impl PreventMaps {
         current.mode = MODE_OFF;
         current.track = 1;
         self.state.set(0, current, 0)?;
-        self.policy.set(0, &*tables.policy, 0)?;
-        self.image.set(0, &*tables.image, 0)?;
-        self.argv.set(0, &*tables.argv, 0)?;
+        // By reference: the tables are boxed, the DFAs ~145 KiB each.
+        self.policy.set(0, tables.policy.as_ref(), 0)?;
+        self.image.set(0, tables.image.as_ref(), 0)?;
+        self.argv.set(0, tables.argv.as_ref(), 0)?;
         state.kills = current.kills;
         state.would_kill = current.would_kill;
         state.track = 1;
@@ -395,9 +396,12 @@ fn install_prevention(ebpf: &mut Ebpf, btf: &aya::Btf) -> Result<(), ProgramErro
         .ok_or(ProgramError::UnexpectedProgramType)?
         .try_into()?;
     retry_interrupted(|| prog.load("sched_process_exec", btf))?;
-    let fd = prog.fd()?.try_clone().map_err(|e| ProgramError::SyscallError(
-        aya::sys::SyscallError { call: "dup", io_error: e },
-    ))?;
+    let fd = prog.fd()?.try_clone().map_err(|e| {
+        ProgramError::SyscallError(aya::sys::SyscallError {
+            call: "dup",
+            io_error: e,
+        })
+    })?;
     let map = ebpf
         .map_mut("PREVENT_PROG")
         .ok_or(ProgramError::UnexpectedProgramType)?;

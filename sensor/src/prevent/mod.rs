@@ -155,7 +155,10 @@ fn action(v: u32, matched: bool) -> Action {
         reason: reason.map(str::to_owned),
     };
     if v & verdict::CHECKED == 0 {
-        return done("not_killed", Some("prevention was not active in the kernel"));
+        return done(
+            "not_killed",
+            Some("prevention was not active in the kernel"),
+        );
     }
     if !matched {
         if v & verdict::UNDECIDED != 0 {
@@ -266,7 +269,11 @@ pub fn seed_tracked(ancestor_images: &[String]) -> Vec<(u32, u32)> {
         return Vec::new();
     };
     for entry in dir.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         let exe = std::fs::read_link(entry.path().join("exe")).ok();
@@ -298,7 +305,8 @@ pub fn seed_tracked(ancestor_images: &[String]) -> Vec<(u32, u32)> {
             }
             at = up;
         }
-        let flags = if own { tracked::OWN } else { 0 } | if ancestor { tracked::ANCESTOR } else { 0 };
+        let flags =
+            if own { tracked::OWN } else { 0 } | if ancestor { tracked::ANCESTOR } else { 0 };
         if flags != 0 {
             out.push((pid, flags));
         }
@@ -313,16 +321,26 @@ mod tests {
     #[test]
     fn actions_say_what_the_kernel_did() {
         let a = |v, m| action(v, m);
-        assert_eq!(a(verdict::CHECKED | verdict::MATCHED | verdict::KILLED, true).action, "killed");
         assert_eq!(
-            a(verdict::CHECKED | verdict::MATCHED | verdict::WOULD_KILL, true),
+            a(verdict::CHECKED | verdict::MATCHED | verdict::KILLED, true).action,
+            "killed"
+        );
+        assert_eq!(
+            a(
+                verdict::CHECKED | verdict::MATCHED | verdict::WOULD_KILL,
+                true
+            ),
             Action {
                 action: "would_kill",
                 reason: Some("dry-run".into())
             }
         );
         assert_eq!(
-            a(verdict::CHECKED | verdict::MATCHED | verdict::ALLOWED_UID, true).action,
+            a(
+                verdict::CHECKED | verdict::MATCHED | verdict::ALLOWED_UID,
+                true
+            )
+            .action,
             "allowed"
         );
         let undecided = a(

@@ -18,8 +18,8 @@ use regex_automata::{
     util::{primitives::StateID, start, syntax},
 };
 use sensor_common::prevent::{
-    ATOM_ALLOWED_IMAGE, ATOM_NOT_NORMAL, ATOMS_MAX, DFA_CLASSES_MAX, DFA_STATES_MAX, Dfa, Item,
-    ITEMS_MAX, Policy, RULES_MAX, Term, UID_SETS_MAX, UIDS_MAX,
+    ATOM_ALLOWED_IMAGE, ATOM_NOT_NORMAL, ATOMS_MAX, DFA_CLASSES_MAX, DFA_STATES_MAX, Dfa,
+    ITEMS_MAX, Item, Policy, RULES_MAX, Term, UID_SETS_MAX, UIDS_MAX,
 };
 
 use crate::sigma::kernel::{ImageAnchor, KernelItem, KernelRule};
@@ -158,7 +158,8 @@ pub fn build(
         let kernel_rule = &mut policy.rules[r];
         for (t, term) in rule.terms.iter().enumerate().take(kernel_rule.terms.len()) {
             let bits = |set: &std::collections::BTreeSet<usize>| {
-                set.iter().fold(0u64, |m, i| m | 1 << ((first_item + i) & 63))
+                set.iter()
+                    .fold(0u64, |m, i| m | 1 << ((first_item + i) & 63))
             };
             kernel_rule.terms[t] = Term {
                 set: bits(&term.set),
@@ -225,7 +226,11 @@ fn leaf_regex(anchor: ImageAnchor, value: &str) -> Option<String> {
             if comps.iter().any(|c| c.is_empty()) {
                 return None;
             }
-            let body: String = comps.iter().rev().map(|c| format!("{}{NUL}", esc(c))).collect();
+            let body: String = comps
+                .iter()
+                .rev()
+                .map(|c| format!("{}{NUL}", esc(c)))
+                .collect();
             Some(format!("^{body}$"))
         }
         ImageAnchor::StartsWith => {
@@ -237,7 +242,11 @@ fn leaf_regex(anchor: ImageAnchor, value: &str) -> Option<String> {
             if whole.iter().any(|c| c.is_empty()) {
                 return None;
             }
-            let tail: String = whole.iter().rev().map(|c| format!("{}{NUL}", esc(c))).collect();
+            let tail: String = whole
+                .iter()
+                .rev()
+                .map(|c| format!("{}{NUL}", esc(c)))
+                .collect();
             // The partial component must start a component: either the
             // leaf or one after a NUL.
             Some(format!(
@@ -255,7 +264,11 @@ fn leaf_regex(anchor: ImageAnchor, value: &str) -> Option<String> {
             if rest.iter().any(|c| c.is_empty()) {
                 return None;
             }
-            let head: String = rest.iter().rev().map(|c| format!("{}{NUL}", esc(c))).collect();
+            let head: String = rest
+                .iter()
+                .rev()
+                .map(|c| format!("{}{NUL}", esc(c)))
+                .collect();
             if first.is_empty() {
                 Some(format!("^{head}"))
             } else {
@@ -320,19 +333,20 @@ fn export(
             .map(|b| dfa.next_state(s, b))
             .chain([dfa.next_eoi_state(s)]);
         for n in nexts {
-            if !index.contains_key(&n) {
+            if let std::collections::hash_map::Entry::Vacant(slot) = index.entry(n) {
                 if ids.len() >= DFA_STATES_MAX {
                     return Err(fail(format!(
                         "more than {DFA_STATES_MAX} states; prevent fewer or simpler values"
                     )));
                 }
-                index.insert(n, ids.len());
+                slot.insert(ids.len());
                 ids.push(n);
             }
         }
     }
     // Byte classes: bytes whose transitions agree in every state.
-    let column = |b: u8| -> Vec<usize> { ids.iter().map(|&s| index[&dfa.next_state(s, b)]).collect() };
+    let column =
+        |b: u8| -> Vec<usize> { ids.iter().map(|&s| index[&dfa.next_state(s, b)]).collect() };
     let mut columns: Vec<Vec<usize>> = Vec::new();
     for b in 0..=255u8 {
         let col = column(b);
@@ -471,7 +485,11 @@ mod tests {
         check(
             ImageAnchor::StartsWith,
             "/usr/bin/",
-            &[("/usr/bin/a", true), ("/usr/bin", false), ("/usr/binx/a", false)],
+            &[
+                ("/usr/bin/a", true),
+                ("/usr/bin", false),
+                ("/usr/binx/a", false),
+            ],
         );
         check(
             ImageAnchor::Equals,
@@ -505,11 +523,38 @@ mod tests {
     }
 
     #[test]
+    fn the_argv_automaton_sees_separators_only_between_arguments() {
+        // What the kernel scans once it has dropped argv's final NUL
+        // (`CommandLine` has no trailing space): a separator is a space.
+        let rule = KernelRule {
+            items: vec![KernelItem::CommandLine {
+                tokens: vec!["kesl ".into()],
+                all: false,
+                cased: false,
+            }],
+            terms: vec![KernelTerm {
+                set: BTreeSet::from([0]),
+                clear: BTreeSet::new(),
+            }],
+        };
+        let t = build(&[rule], &[], &[]).expect("tables");
+        assert_eq!(scan(&t.argv, b"systemctl\0stop\0kesl")[0], 0);
+        assert_eq!(scan(&t.argv, b"systemctl\0stop\0kesl\0now")[0], 1);
+    }
+
+    #[test]
     fn forward_strings_user_space_would_normalise_are_flagged() {
         let t = build(&[image_rule(ImageAnchor::EndsWith, &["/sh"])], &[], &[]).expect("tables");
         let not_normal = |s: &str| scan(&t.image, s.as_bytes())[1] & (1 << ATOM_NOT_NORMAL) != 0;
         assert!(!not_normal("/usr/bin/systemctl"));
-        for s in ["bin/systemctl", "./x", "/usr//bin/x", "/usr/./x", "/usr/../x", "/x/.."] {
+        for s in [
+            "bin/systemctl",
+            "./x",
+            "/usr//bin/x",
+            "/usr/./x",
+            "/usr/../x",
+            "/x/..",
+        ] {
             assert!(not_normal(s), "{s}");
         }
     }
@@ -517,8 +562,7 @@ mod tests {
     #[test]
     fn allow_listed_images_match_exactly_and_with_case() {
         let t = build(&[], &[], &["/usr/bin/dpkg".into()]).expect("tables");
-        let allowed =
-            |p: &str| scan(&t.image, &leaf_first(p))[0] & (1 << ATOM_ALLOWED_IMAGE) != 0;
+        let allowed = |p: &str| scan(&t.image, &leaf_first(p))[0] & (1 << ATOM_ALLOWED_IMAGE) != 0;
         assert!(allowed("/usr/bin/dpkg"));
         assert!(!allowed("/usr/bin/DPKG"));
         assert!(!allowed("/tmp/usr/bin/dpkg"));

@@ -193,10 +193,7 @@ fn search_formula(
 fn cond_formula(cond: &Cond, searches: &[Formula]) -> Formula {
     match cond {
         // The parser resolved every index against these searches.
-        Cond::Search(i) => searches
-            .get(*i)
-            .cloned()
-            .unwrap_or(Formula::Or(Vec::new())),
+        Cond::Search(i) => searches.get(*i).cloned().unwrap_or(Formula::Or(Vec::new())),
         Cond::Not(c) => Formula::Not(Box::new(cond_formula(c, searches))),
         Cond::And(cs) => Formula::And(cs.iter().map(|c| cond_formula(c, searches)).collect()),
         Cond::Or(cs) => Formula::Or(cs.iter().map(|c| cond_formula(c, searches)).collect()),
@@ -323,8 +320,7 @@ fn kernel_item(search: &str, item: &Item, users: UserLookup<'_>) -> Result<Kerne
                 } else if this != anchor {
                     return Err(refuse(
                         *pos,
-                        "values with different wildcards in one item; split them into items"
-                            .into(),
+                        "values with different wildcards in one item; split them into items".into(),
                     ));
                 }
                 check_case(&text, m.cased).map_err(|why| refuse(*pos, why))?;
@@ -346,8 +342,7 @@ fn kernel_item(search: &str, item: &Item, users: UserLookup<'_>) -> Result<Kerne
                 if !contains {
                     return Err(refuse(
                         *pos,
-                        "only CommandLine|contains (or '*token*') is decided in the kernel"
-                            .into(),
+                        "only CommandLine|contains (or '*token*') is decided in the kernel".into(),
                     ));
                 }
                 if text.is_empty() {
@@ -501,7 +496,12 @@ mod tests {
              condition: a and not (b or c)\n",
         )
         .expect("decidable");
-        assert_eq!(k.items[1], KernelItem::Uid { uids: vec![0, 1000] });
+        assert_eq!(
+            k.items[1],
+            KernelItem::Uid {
+                uids: vec![0, 1000]
+            }
+        );
         assert_eq!(k.items[2], KernelItem::Uid { uids: vec![1001] });
         assert_eq!(
             k.terms,
@@ -514,13 +514,16 @@ mod tests {
 
     #[test]
     fn wildcards_at_the_ends_become_anchors() {
-        let k = compiled("  a:\n    Image: '*/systemctl'\n    CommandLine: '*kesl*'\n  condition: a\n")
-            .expect("decidable");
+        let k =
+            compiled("  a:\n    Image: '*/systemctl'\n    CommandLine: '*kesl*'\n  condition: a\n")
+                .expect("decidable");
         assert!(matches!(
             &k.items[0],
             KernelItem::Image { anchor: ImageAnchor::EndsWith, values, .. } if values == &["/systemctl"]
         ));
-        assert!(matches!(&k.items[1], KernelItem::CommandLine { tokens, .. } if tokens == &["kesl"]));
+        assert!(
+            matches!(&k.items[1], KernelItem::CommandLine { tokens, .. } if tokens == &["kesl"])
+        );
     }
 
     #[test]
@@ -558,6 +561,9 @@ mod tests {
              - LogonId: 4\n    - LogonId: 5\n  condition: a and b\n",
         )
         .expect_err("too wide");
-        assert!(err.contains("terms in disjunctive normal form; the kernel holds 16"), "{err}");
+        assert!(
+            err.contains("terms in disjunctive normal form; the kernel holds 16"),
+            "{err}"
+        );
     }
 }

@@ -75,6 +75,10 @@ struct Sensed {
     own_rss_kib: u64,
     latencies_us: Vec<f64>,
     alerts: usize,
+    /// Time the kernel spent in the daemon's BPF programs during the storm
+    /// (their `run_time_ns`, counted while `kernel.bpf_stats_enabled` is
+    /// on), in ns.
+    bpf_ns: u64,
 }
 
 /// Runs the storms and prints the table; returns it (Markdown) for
@@ -129,15 +133,16 @@ pub fn run(opts: &ExecOptions) -> anyhow::Result<String> {
             ),
         )?;
         let mut runs = Vec::new();
+        let _stats = BpfStats::enable();
         for _ in 0..2 {
-            let (plain, _) = with_sensor(&sigexec, &corpus, &dir, None, None, || {
+            let (plain, plain_sensed) = with_sensor(&sigexec, &corpus, &dir, None, None, || {
                 storm(workers, seconds, &pkill)
             })?;
             let (prevented, sensed) =
                 with_sensor(&sigexec, &corpus, &dir, None, Some(&config), || {
                     storm(workers, seconds, &pkill)
                 })?;
-            runs.push((plain, prevented, sensed));
+            runs.push((plain, plain_sensed, prevented, sensed));
         }
         table.push('\n');
         table.push_str(&prevention_table(&runs));
@@ -161,19 +166,21 @@ const PREVENTED: [&str; 8] = [
 ];
 
 /// Sensor alone against sensor with prevention, per interleaved pair.
-fn prevention_table(runs: &[(Storm, Storm, Sensed)]) -> String {
+fn prevention_table(runs: &[(Storm, Sensed, Storm, Sensed)]) -> String {
     use std::fmt::Write as _;
     let mut out = String::from(
-        "| exec/s sensor | exec/s sensor + prevention (8 rules, dry-run) | ratio | execs seen / done | would_kill alerts |\n\
-         |---|---|---|---|---|\n",
+        "| exec/s sensor | exec/s sensor + prevention (8 rules, dry-run) | ratio | kernel ns per exec, sensor | kernel ns per exec, + prevention | execs seen / done | alerts |\n\
+         |---|---|---|---|---|---|---|\n",
     );
-    for (plain, prevented, s) in runs {
+    for (plain, plain_sensed, prevented, s) in runs {
         let _ = writeln!(
             out,
-            "| {:.0} | {:.0} | {:.3} | {} / {} | {} |",
+            "| {:.0} | {:.0} | {:.3} | {:.0} | {:.0} | {} / {} | {} |",
             plain.rate(),
             prevented.rate(),
             prevented.rate() / plain.rate(),
+            plain_sensed.bpf_ns as f64 / plain.execs as f64,
+            s.bpf_ns as f64 / prevented.execs as f64,
             s.seen,
             prevented.execs,
             s.alerts,
@@ -325,6 +332,7 @@ fn with_sensor(
     let log = wait_ready(&mut daemon)?;
     let pid = daemon.id();
     let cpu0 = cpu_seconds(pid)?;
+    let bpf0 = bpf_run_time_ns(pid);
     // The daemon's own memory, sampled while it works.
     let sampling = Arc::new(AtomicBool::new(true));
     let sampler = {
@@ -344,6 +352,7 @@ fn with_sensor(
     sampling.store(false, Ordering::Relaxed);
     let own_rss_kib = sampler.join().unwrap_or(0);
     let cpu = cpu_seconds(pid)? - cpu0;
+    let bpf_ns = bpf_run_time_ns(pid).saturating_sub(bpf0);
     let peak_rss_kib = peak_rss_kib(pid)?;
     // SAFETY: signalling our own child.
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
@@ -388,8 +397,50 @@ fn with_sensor(
             own_rss_kib,
             latencies_us,
             alerts,
+            bpf_ns,
         },
     ))
+}
+
+/// The summed `run_time_ns` of the BPF programs `pid` holds, from
+/// `/proc/PID/fdinfo` (0 unless `kernel.bpf_stats_enabled` is on). A
+/// tail-called program's time is counted in its caller's.
+fn bpf_run_time_ns(pid: u32) -> u64 {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return 0;
+    };
+    dir.flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .filter(|text| text.contains("prog_id:"))
+        .filter_map(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("run_time_ns:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        })
+        .sum()
+}
+
+/// Turns `kernel.bpf_stats_enabled` on for its lifetime, back off after.
+struct BpfStats(Option<String>);
+
+impl BpfStats {
+    const PATH: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+    fn enable() -> BpfStats {
+        let before = std::fs::read_to_string(Self::PATH).ok();
+        if std::fs::write(Self::PATH, "1").is_err() {
+            eprintln!("could not enable {}: no kernel time per exec", Self::PATH);
+        }
+        BpfStats(before)
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        if let Some(before) = &self.0 {
+            let _ = std::fs::write(Self::PATH, before.trim());
+        }
+    }
 }
 
 /// Waits for "sigexec ready" on the daemon's stderr, then keeps draining
