@@ -410,6 +410,12 @@ pub mod prevent {
         pub n_allow_uids: u32,
         /// Items in use (the kernel evaluates only these).
         pub n_items: u32,
+        /// 1 when a rule can match with no atom set (a term of only
+        /// `not`s); otherwise the kernel skips evaluating a view whose
+        /// atoms are all clear, the common case of an exec no prevented
+        /// value mentions.
+        pub empty_matches: u32,
+        pub _pad: u32,
     }
 
     /// Prevention's switch and kill-rate breaker, shared by user space and

@@ -486,7 +486,9 @@ pub fn sched_process_exec_prevent(ctx: BtfTracePointContext) -> i32 {
         + h.exe_len as usize
         + h.cwd_len as usize;
     let argv_off = strings & STRINGS_MASK;
-    let (verdict, rules) = prevent::decide(buf, h, task, argv_off);
+    let bprm: *const u8 = ctx.arg(2);
+    let same = read_ptr(bprm, off!(bprm_interp)) == read_ptr(bprm, off!(bprm_filename));
+    let (verdict, rules) = prevent::decide(buf, h, task, argv_off, same);
     h.prevent = verdict;
     h.prevent_rules = rules;
     let total = argv_off + (h.argv_len as usize & (ARGV_MAX * 2 - 1)).min(ARGV_MAX);

@@ -193,6 +193,12 @@ fn run(n: u32, step: extern "C" fn(u64, *mut c_void) -> i64, e: &mut Eval) {
 /// Rules (bits) matching with these atoms.
 #[inline(always)]
 fn rules_matching(policy: &Policy, atoms: u64) -> u32 {
+    // No atom of any item set: no item matches, and only a rule with a
+    // term of `not`s alone could (user space says whether there is one).
+    // Most execs end here, without a step of the loops below.
+    if atoms & !(1 << ATOM_NOT_NORMAL | 1 << ATOM_ALLOWED_IMAGE) == 0 && policy.empty_matches == 0 {
+        return 0;
+    }
     let mut e = Eval {
         policy,
         atoms,
@@ -212,7 +218,17 @@ fn rules_matching(policy: &Policy, atoms: u64) -> u32 {
 /// The verdict on the exec whose record is in `buf` (bits of
 /// `sensor_common::prevent::verdict`) and the rules that matched.
 #[inline(always)]
-pub fn decide(buf: *mut u8, h: &ExecHeader, task: *const u8, argv_off: usize) -> (u32, u32) {
+///
+/// `interp_is_filename`: `bprm->interp` is `bprm->filename` (no `#!`
+/// rewrite): user space shows no `Interpreter` then, and that view is not
+/// evaluated.
+pub fn decide(
+    buf: *mut u8,
+    h: &ExecHeader,
+    task: *const u8,
+    argv_off: usize,
+    interp_is_filename: bool,
+) -> (u32, u32) {
     let Some(state) = PREVENT_STATE.get_ptr_mut(0) else {
         return (0, 0);
     };
@@ -236,7 +252,8 @@ pub fn decide(buf: *mut u8, h: &ExecHeader, task: *const u8, argv_off: usize) ->
     let exe_off = interp_off + h.interp_len as usize;
     let resolved = scan(buf, image, exe_off, h.exe_len)[0];
     let invoked = scan(buf, image, filename_off, h.filename_len)[1];
-    let interp = if h.interp_len > 0 {
+    let has_interp = h.interp_len > 0 && !interp_is_filename;
+    let interp = if has_interp {
         scan(buf, image, interp_off, h.interp_len)[1]
     } else {
         0
@@ -246,9 +263,8 @@ pub fn decide(buf: *mut u8, h: &ExecHeader, task: *const u8, argv_off: usize) ->
     let resolved_ok =
         h.flags & (flags::EXE_TRUNCATED | flags::EXE_DETACHED | flags::EXE_UNLINKED) == 0;
     let invoked_ok = invoked & (1 << ATOM_NOT_NORMAL) == 0 && h.flags & flags::NAME_TRUNCATED == 0;
-    let interp_ok = h.interp_len > 0
-        && interp & (1 << ATOM_NOT_NORMAL) == 0
-        && h.flags & flags::NAME_TRUNCATED == 0;
+    let interp_ok =
+        has_interp && interp & (1 << ATOM_NOT_NORMAL) == 0 && h.flags & flags::NAME_TRUNCATED == 0;
 
     // Atoms every view shares: argv tokens and uid sets.
     // `CommandLine` is argv joined with spaces: the NULs between arguments
@@ -307,7 +323,7 @@ pub fn decide(buf: *mut u8, h: &ExecHeader, task: *const u8, argv_off: usize) ->
         if !invoked_ok {
             v |= verdict::UNDECIDED | verdict::UNDECIDED_INVOKED;
         }
-        if h.interp_len > 0 && !interp_ok {
+        if has_interp && !interp_ok {
             v |= verdict::UNDECIDED | verdict::UNDECIDED_INTERPRETER;
         }
         return (v, 0);

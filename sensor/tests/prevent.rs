@@ -223,9 +223,31 @@ fn enforce_kills_a_non_allowed_uid_before_it_writes_and_lets_allowed_ones_run() 
     assert_eq!(alert["action"], "allowed");
     assert_eq!(alert["action_reason"], "the user is on prevent.allow.users");
 
+    // An init script: the kernel loads the shell, and the rule's
+    // `Image|endswith: /sh` matches through the `Interpreter` view, which
+    // the kernel decides too.
+    let work = daemon.workdir("initd");
+    let script = work.join("kesl");
+    std::fs::write(&script, "#!/bin/sh\ntouch ran\n").expect("write script");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let mut child = Command::new("./kesl")
+        .arg("stop")
+        .current_dir(&work)
+        .uid(INTRUDER)
+        .gid(INTRUDER)
+        .spawn()
+        .expect("run script");
+    let pid = child.id();
+    let status = child.wait().expect("wait script");
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+    assert!(!work.join("ran").exists(), "the killed script ran");
+    let alert = daemon.alert_for(pid);
+    assert_eq!(alert["action"], "killed");
+    assert_eq!(alert["match"]["image_as"], "interpreter");
+
     let status = daemon.status();
     assert_eq!(status["prevent"]["mode"], "enforce");
-    assert_eq!(status["prevent"]["kills"], 1);
+    assert_eq!(status["prevent"]["kills"], 2);
     assert_eq!(status["prevent"]["breaker_tripped"], false);
 
     // Enforcement ends with the daemon, and that is an alert.

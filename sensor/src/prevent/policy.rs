@@ -167,6 +167,9 @@ pub fn build(
             };
         }
         kernel_rule.n_terms = rule.terms.len().min(kernel_rule.terms.len()) as u32;
+        if rule.terms.iter().any(|t| t.set.is_empty()) {
+            policy.empty_matches = 1;
+        }
     }
     policy.n_rules = rules.len() as u32;
     policy.n_items = items as u32;
