@@ -1,4 +1,5 @@
-//! sigexec's kernel side: one record per exec, no policy.
+//! sigexec's kernel side: one record per exec, and, only when configured,
+//! prevention's in-kernel check of that record (`prevent`).
 //!
 //! `sched_process_exec` fires in the new image's context after the point of
 //! no return of execve, once `bprm` is complete: `current` is the new
