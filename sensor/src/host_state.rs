@@ -200,6 +200,7 @@ mod tests {
             suppressed_by: None,
             suppression: None,
             related: Vec::new(),
+            prevention: None,
             process: serde_json::Value::Null,
         }
     }

@@ -267,6 +267,7 @@ mod tests {
             suppressed_by: None,
             suppression: None,
             related: Vec::new(),
+            prevention: None,
             process,
         }
     }

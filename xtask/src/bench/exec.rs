@@ -13,6 +13,11 @@
 //! the alert's `timestamp`, taken when the line is built and written). The
 //! matching exec is not a service manager's: those alerts wait
 //! `alerts.fold_ms` on purpose for the exec systemd makes on their behalf.
+//!
+//! Then the cost of prevention's in-kernel check: the same storm with the
+//! sensor alone and with the sensor preventing every bundled rule the
+//! kernel decides (dry-run, so nothing is killed; the check is the same),
+//! interleaved, and the ratio of their exec rates.
 
 use std::{
     collections::HashSet,
@@ -70,6 +75,10 @@ struct Sensed {
     own_rss_kib: u64,
     latencies_us: Vec<f64>,
     alerts: usize,
+    /// Time the kernel spent in the daemon's BPF programs during the storm
+    /// (their `run_time_ns`, counted while `kernel.bpf_stats_enabled` is
+    /// on), in ns.
+    bpf_ns: u64,
 }
 
 /// Runs the storms and prints the table; returns it (Markdown) for
@@ -103,7 +112,7 @@ pub fn run(opts: &ExecOptions) -> anyhow::Result<String> {
         // Interleaved: without, with, without, with.
         for _ in 0..2 {
             let base = storm(workers, seconds, &pkill);
-            let (with, sensed) = with_sensor(&sigexec, &corpus, &dir, size, || {
+            let (with, sensed) = with_sensor(&sigexec, &corpus, &dir, size, None, || {
                 storm(workers, seconds, &pkill)
             })?;
             rows.push((size, base, with, sensed));
@@ -115,10 +124,69 @@ pub fn run(opts: &ExecOptions) -> anyhow::Result<String> {
         for line in targets(&rows) {
             table.push_str(&format!("- {line}\n"));
         }
+        let config = dir.join("prevent.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "prevent:\n  rules: [{}]\n  mode: dry-run\n",
+                PREVENTED.join(", ")
+            ),
+        )?;
+        let mut runs = Vec::new();
+        let _stats = BpfStats::enable();
+        for _ in 0..2 {
+            let (plain, plain_sensed) = with_sensor(&sigexec, &corpus, &dir, None, None, || {
+                storm(workers, seconds, &pkill)
+            })?;
+            let (prevented, sensed) =
+                with_sensor(&sigexec, &corpus, &dir, None, Some(&config), || {
+                    storm(workers, seconds, &pkill)
+                })?;
+            runs.push((plain, plain_sensed, prevented, sensed));
+        }
+        table.push('\n');
+        table.push_str(&prevention_table(&runs));
     }
     println!("\n{table}");
     let _ = std::fs::remove_dir_all(&dir);
     Ok(table)
+}
+
+/// Every bundled rule the kernel can decide (the sensor's test
+/// `every_decidable_bundled_rule_fits_one_policy` keeps the count).
+const PREVENTED: [&str; 8] = [
+    "36388120-b3f1-4ce9-b50b-280d9a7f4c04",
+    "4bc4b942-1d01-4251-9a3c-f994c90c6e63",
+    "b5a7985d-7b73-4056-a8ef-74abba316105",
+    "997c0b33-3f68-48c4-977f-87418da39dcd",
+    "5404c519-87d6-41d6-8b22-a11005c54b8a",
+    "39248a7b-56b8-437a-82c4-5ff2944d3a57",
+    "cb4b2a5b-9bc3-415c-9bce-2ef21358bd1c",
+    "282b733d-6b8a-4611-8b68-9a1f9f5bb42e",
+];
+
+/// Sensor alone against sensor with prevention, per interleaved pair.
+fn prevention_table(runs: &[(Storm, Sensed, Storm, Sensed)]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::from(
+        "| exec/s sensor | exec/s sensor + prevention (8 rules, dry-run) | ratio | kernel ns per exec, sensor | kernel ns per exec, + prevention | execs seen / done | alerts |\n\
+         |---|---|---|---|---|---|---|\n",
+    );
+    for (plain, plain_sensed, prevented, s) in runs {
+        let _ = writeln!(
+            out,
+            "| {:.0} | {:.0} | {:.3} | {:.0} | {:.0} | {} / {} | {} |",
+            plain.rate(),
+            prevented.rate(),
+            prevented.rate() / plain.rate(),
+            plain_sensed.bpf_ns as f64 / plain.execs as f64,
+            s.bpf_ns as f64 / prevented.execs as f64,
+            s.seen,
+            prevented.execs,
+            s.alerts,
+        );
+    }
+    out
 }
 
 /// The issue's targets for this 2-core machine, each with the worst value
@@ -186,7 +254,9 @@ pub(super) fn build_sigexec() -> anyhow::Result<std::path::PathBuf> {
         "--bin",
         "sigexec",
     ]))?;
-    Ok(root.join("target/release/sigexec"))
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), std::path::PathBuf::from);
+    Ok(target.join("release/sigexec"))
 }
 
 pub(super) fn storm(workers: usize, length: Duration, matching: &Path) -> Storm {
@@ -239,6 +309,7 @@ fn with_sensor(
     corpus: &Path,
     dir: &Path,
     ringbuf: Option<u32>,
+    config: Option<&Path>,
     load: impl FnOnce() -> Storm,
 ) -> anyhow::Result<(Storm, Sensed)> {
     let output = dir.join("out.jsonl");
@@ -254,10 +325,14 @@ fn with_sensor(
     if let Some(size) = ringbuf {
         cmd.args(["--ringbuf-size", &size.to_string()]);
     }
+    if let Some(config) = config {
+        cmd.arg("--config").arg(config);
+    }
     let mut daemon = cmd.spawn().context("starting sigexec run")?;
     let log = wait_ready(&mut daemon)?;
     let pid = daemon.id();
     let cpu0 = cpu_seconds(pid)?;
+    let bpf0 = bpf_run_time_ns(pid);
     // The daemon's own memory, sampled while it works.
     let sampling = Arc::new(AtomicBool::new(true));
     let sampler = {
@@ -277,6 +352,7 @@ fn with_sensor(
     sampling.store(false, Ordering::Relaxed);
     let own_rss_kib = sampler.join().unwrap_or(0);
     let cpu = cpu_seconds(pid)? - cpu0;
+    let bpf_ns = bpf_run_time_ns(pid).saturating_sub(bpf0);
     let peak_rss_kib = peak_rss_kib(pid)?;
     // SAFETY: signalling our own child.
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
@@ -321,8 +397,50 @@ fn with_sensor(
             own_rss_kib,
             latencies_us,
             alerts,
+            bpf_ns,
         },
     ))
+}
+
+/// The summed `run_time_ns` of the BPF programs `pid` holds, from
+/// `/proc/PID/fdinfo` (0 unless `kernel.bpf_stats_enabled` is on). A
+/// tail-called program's time is counted in its caller's.
+fn bpf_run_time_ns(pid: u32) -> u64 {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return 0;
+    };
+    dir.flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .filter(|text| text.contains("prog_id:"))
+        .filter_map(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("run_time_ns:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        })
+        .sum()
+}
+
+/// Turns `kernel.bpf_stats_enabled` on for its lifetime, back off after.
+struct BpfStats(Option<String>);
+
+impl BpfStats {
+    const PATH: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+    fn enable() -> BpfStats {
+        let before = std::fs::read_to_string(Self::PATH).ok();
+        if std::fs::write(Self::PATH, "1").is_err() {
+            eprintln!("could not enable {}: no kernel time per exec", Self::PATH);
+        }
+        BpfStats(before)
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        if let Some(before) = &self.0 {
+            let _ = std::fs::write(Self::PATH, before.trim());
+        }
+    }
 }
 
 /// Waits for "sigexec ready" on the daemon's stderr, then keeps draining
