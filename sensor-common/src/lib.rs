@@ -277,7 +277,7 @@ pub struct Offsets {
 /// the kernel cannot render exactly is skipped and reported as undecided.
 pub mod prevent {
     /// Rules prevented at once (bits of [`super::ExecHeader::prevent_rules`]).
-    pub const RULES_MAX: usize = 8;
+    pub const RULES_MAX: usize = 16;
     /// Items across all prevented rules.
     pub const ITEMS_MAX: usize = 64;
     /// Atoms across all prevented rules; the two top bits are reserved.

@@ -330,8 +330,15 @@ pub fn decide(
     }
     v |= verdict::MATCHED;
 
+    // The real uid or the audit login uid: every KESL stop runs as root,
+    // so what tells an admin's `sudo systemctl stop kesl` from an
+    // intruder's is who logged in (sudo and su keep the login uid; a
+    // service such as a web server has none).
     for u in 0..UIDS_MAX {
-        if (u as u32) < policy.n_allow_uids && policy.allow_uids[u] == h.uid {
+        if (u as u32) < policy.n_allow_uids
+            && (policy.allow_uids[u] == h.uid
+                || (h.loginuid != u32::MAX && policy.allow_uids[u] == h.loginuid))
+        {
             v |= verdict::ALLOWED_UID;
         }
     }

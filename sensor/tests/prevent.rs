@@ -205,18 +205,37 @@ fn kernel_version() -> (u32, u32) {
 /// Runs `bin/systemctl -c 'echo > stop; echo > kesl; echo > <extra>...'`
 /// in `work` as `uid`.
 fn fake_systemctl(work: &Path, uid: u32, extra: &[&str]) -> (u32, ExitStatus) {
+    fake_systemctl_as(work, uid, uid, extra)
+}
+
+/// The fake systemctl as `uid`, with the audit login uid `login` (set
+/// here, so that the session the tests run in, whatever its own login uid,
+/// never allows or refuses by accident). The uid change happens in the
+/// same pre_exec, after the login uid is written: that write needs
+/// CAP_AUDIT_CONTROL, which the new uid lacks.
+fn fake_systemctl_as(work: &Path, uid: u32, login: u32, extra: &[&str]) -> (u32, ExitStatus) {
     let script: String = ["stop", "kesl"]
         .iter()
         .chain(extra)
         .map(|f| format!("echo > {f}; "))
         .collect();
-    let mut child = Command::new("bin/systemctl")
-        .args(["-c", &script])
-        .current_dir(work)
-        .uid(uid)
-        .gid(uid)
-        .spawn()
-        .expect("run fake systemctl");
+    let mut cmd = Command::new("bin/systemctl");
+    cmd.args(["-c", &script]).current_dir(work);
+    // SAFETY: the closure only writes a file and makes async-signal-safe
+    // system calls, before exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            std::fs::write("/proc/self/loginuid", login.to_string())?;
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setresgid(uid, uid, uid) != 0
+                || libc::setresuid(uid, uid, uid) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("run fake systemctl");
     let pid = child.id();
     (pid, child.wait().expect("wait fake systemctl"))
 }
@@ -255,7 +274,21 @@ fn enforce_kills_a_non_allowed_uid_before_it_writes_and_lets_allowed_ones_run() 
     assert!(status.success(), "{status:?} {alert}");
     assert!(ran(&work));
     assert_eq!(alert["action"], "allowed");
-    assert_eq!(alert["action_reason"], "the user is on prevent.allow.users");
+    assert_eq!(
+        alert["action_reason"],
+        "the user or login user is on prevent.allow.users"
+    );
+
+    // Another uid, but logged in as the admin (as after `sudo -u`): the
+    // login uid allows it. (With root itself the config's `0` would allow
+    // it anyway; root stays allowed here for the reason at the top.)
+    let work = daemon.workdir("login-admin");
+    let (pid, status) = fake_systemctl_as(&work, INTRUDER, ADMIN, &[]);
+    let alert = daemon.alert_for(pid);
+    assert!(status.success(), "{status:?} {alert}");
+    assert!(ran(&work));
+    assert_eq!(alert["action"], "allowed");
+    assert_eq!(alert["process"]["LoginUid"], ADMIN);
 
     // An init script: the kernel loads the shell, and the rule's
     // `Image|endswith: /sh` matches through the `Interpreter` view, which

@@ -201,7 +201,10 @@ fn action(v: u32, matched: bool) -> Action {
         return done("would_kill", Some("dry-run"));
     }
     if v & verdict::ALLOWED_UID != 0 {
-        return done("allowed", Some("the user is on prevent.allow.users"));
+        return done(
+            "allowed",
+            Some("the user or login user is on prevent.allow.users"),
+        );
     }
     if v & verdict::ALLOWED_ANCESTOR != 0 {
         return done(
@@ -374,7 +377,7 @@ mod bundled {
                 Err(e) => refused.push(e.reason),
             }
         }
-        assert_eq!(decidable.len(), 8);
+        assert_eq!(decidable.len(), 9);
         assert_eq!(
             refused,
             [
@@ -383,7 +386,7 @@ mod bundled {
             ]
         );
         let tables = super::policy::build(&decidable, &[0], &["/usr/bin/dpkg".into()])
-            .expect("all eight fit");
-        assert_eq!(tables.policy.n_rules, 8);
+            .expect("all nine fit");
+        assert_eq!(tables.policy.n_rules, 9);
     }
 }
