@@ -5,7 +5,10 @@
 //! them a stand-in `pkill -9 wdserver` that a rule matches) runs for T
 //! seconds without the sensor, with it, without, with. The daemon runs
 //! with the bundled rules plus the SigmaHQ corpus and `--all-events`, so
-//! every exec it saw is in its output and can be matched by pid. Printed:
+//! every exec it saw is in its output and can be matched by pid; after each
+//! of those, a storm with the daemon as deployed (alerts only), whose CPU,
+//! memory, latency and rate ratio are the ones held to the targets (writing
+//! every exec as JSON is a cost of the proof, not of the sensor). Printed:
 //! exec rates and their ratio; execs seen vs done and the records the
 //! kernel reported lost; daemon CPU per 1,000 execs; its RSS (its own memory during the storm,
 //! and the high-water mark); and
@@ -50,6 +53,7 @@ pub struct ExecOptions {
 }
 
 /// What one storm did.
+#[derive(Clone)]
 pub(super) struct Storm {
     pub(super) execs: u64,
     pub(super) seconds: f64,
@@ -64,6 +68,9 @@ impl Storm {
 
 /// What the daemon did during one storm.
 struct Sensed {
+    /// Whether the daemon wrote every event (`--all-events`), so that
+    /// `seen` counts the storm's pids it reported.
+    all_events: bool,
     seen: usize,
     lost: u64,
     cpu_seconds: f64,
@@ -103,6 +110,7 @@ pub fn run(opts: &ExecOptions) -> anyhow::Result<String> {
         opts.seconds
     );
     let mut rows = Vec::new();
+    let mut deployed = Vec::new();
     let sizes: Vec<Option<u32>> = if opts.ringbuf_sizes.is_empty() {
         vec![None]
     } else {
@@ -112,16 +120,33 @@ pub fn run(opts: &ExecOptions) -> anyhow::Result<String> {
         // Interleaved: without, with, without, with.
         for _ in 0..2 {
             let base = storm(workers, seconds, &pkill);
-            let (with, sensed) = with_sensor(&sigexec, &corpus, &dir, size, None, || {
+            let (with, sensed) = with_sensor(&sigexec, &corpus, &dir, size, None, true, || {
                 storm(workers, seconds, &pkill)
             })?;
+            if size.is_none() {
+                // The deployed configuration: alerts only. Writing every
+                // exec as a JSON line (what proves, pid by pid, that none
+                // was missed) costs the daemon about as much again as
+                // everything else it does, so its CPU, memory and latency
+                // targets are read here, beside the same baseline.
+                let (alone, sensed) =
+                    with_sensor(&sigexec, &corpus, &dir, None, None, false, || {
+                        storm(workers, seconds, &pkill)
+                    })?;
+                deployed.push((None, base.clone(), alone, sensed));
+            }
             rows.push((size, base, with, sensed));
         }
     }
     let mut table = table(&rows);
     if opts.ringbuf_sizes.is_empty() {
+        table.push_str(
+            "\nThe deployed configuration (alerts only; `seen` is unknown without `--all-events`, \
+             `lost` is what the kernel reported):\n\n",
+        );
+        table.push_str(&self::table(&deployed));
         table.push('\n');
-        for line in targets(&rows) {
+        for line in targets(&rows, &deployed) {
             table.push_str(&format!("- {line}\n"));
         }
         let config = dir.join("prevent.yaml");
@@ -135,11 +160,12 @@ pub fn run(opts: &ExecOptions) -> anyhow::Result<String> {
         let mut runs = Vec::new();
         let _stats = BpfStats::enable();
         for _ in 0..2 {
-            let (plain, plain_sensed) = with_sensor(&sigexec, &corpus, &dir, None, None, || {
-                storm(workers, seconds, &pkill)
-            })?;
+            let (plain, plain_sensed) =
+                with_sensor(&sigexec, &corpus, &dir, None, None, true, || {
+                    storm(workers, seconds, &pkill)
+                })?;
             let (prevented, sensed) =
-                with_sensor(&sigexec, &corpus, &dir, None, Some(&config), || {
+                with_sensor(&sigexec, &corpus, &dir, None, Some(&config), true, || {
                     storm(workers, seconds, &pkill)
                 })?;
             runs.push((plain, plain_sensed, prevented, sensed));
@@ -154,8 +180,9 @@ pub fn run(opts: &ExecOptions) -> anyhow::Result<String> {
 
 /// Every bundled rule the kernel can decide (the sensor's test
 /// `every_decidable_bundled_rule_fits_one_policy` keeps the count).
-const PREVENTED: [&str; 8] = [
+const PREVENTED: [&str; 9] = [
     "36388120-b3f1-4ce9-b50b-280d9a7f4c04",
+    "059d914e-8d95-4d62-a257-ee17ad8def97",
     "4bc4b942-1d01-4251-9a3c-f994c90c6e63",
     "b5a7985d-7b73-4056-a8ef-74abba316105",
     "997c0b33-3f68-48c4-977f-87418da39dcd",
@@ -191,8 +218,15 @@ fn prevention_table(runs: &[(Storm, Sensed, Storm, Sensed)]) -> String {
 
 /// The issue's targets for this 2-core machine, each with the worst value
 /// of the runs and whether it was met.
-fn targets(rows: &[(Option<u32>, Storm, Storm, Sensed)]) -> Vec<String> {
-    let worst = |f: &dyn Fn(&Storm, &Storm, &Sensed) -> f64, max: bool| {
+/// The issue's targets: losses from the `--all-events` runs (every pid
+/// checked), the rest from the deployed (alerts-only) runs.
+fn targets(
+    rows: &[(Option<u32>, Storm, Storm, Sensed)],
+    deployed: &[(Option<u32>, Storm, Storm, Sensed)],
+) -> Vec<String> {
+    let worst = |rows: &[(Option<u32>, Storm, Storm, Sensed)],
+                 f: &dyn Fn(&Storm, &Storm, &Sensed) -> f64,
+                 max: bool| {
         rows.iter().map(|(_, b, w, s)| f(b, w, s)).fold(
             if max { f64::MIN } else { f64::MAX },
             |a, v| {
@@ -200,17 +234,21 @@ fn targets(rows: &[(Option<u32>, Storm, Storm, Sensed)]) -> Vec<String> {
             },
         )
     };
-    let ratio = worst(&|b, w, _| w.rate() / b.rate(), false);
+    let ratio = worst(deployed, &|b, w, _| w.rate() / b.rate(), false);
     let lost = worst(
+        rows,
         &|_, w, s| (s.lost + (w.pids.len() - s.seen) as u64) as f64,
         true,
-    );
+    )
+    .max(worst(deployed, &|_, _, s| s.lost as f64, true));
     let cpu = worst(
+        deployed,
         &|_, w, s| s.cpu_seconds / w.execs as f64 * 1000.0 * 100.0,
         true,
     );
-    let rss = worst(&|_, _, s| s.own_rss_kib as f64 / 1024.0, true);
+    let rss = worst(deployed, &|_, _, s| s.own_rss_kib as f64 / 1024.0, true);
     let p99 = worst(
+        deployed,
         &|_, _, s| {
             let mut lat = s.latencies_us.clone();
             lat.sort_by(f64::total_cmp);
@@ -310,12 +348,17 @@ fn with_sensor(
     dir: &Path,
     ringbuf: Option<u32>,
     config: Option<&Path>,
+    all_events: bool,
     load: impl FnOnce() -> Storm,
 ) -> anyhow::Result<(Storm, Sensed)> {
     let output = dir.join("out.jsonl");
     let _ = std::fs::remove_file(&output);
     let mut cmd = Command::new(sigexec);
-    cmd.args(["run", "--all-events", "--rules"])
+    cmd.arg("run");
+    if all_events {
+        cmd.arg("--all-events");
+    }
+    cmd.arg("--rules")
         .arg(corpus)
         .arg("--output")
         .arg(&output)
@@ -390,6 +433,7 @@ fn with_sensor(
     Ok((
         storm,
         Sensed {
+            all_events,
             seen,
             lost,
             cpu_seconds: cpu,
@@ -561,7 +605,11 @@ fn table(rows: &[(Option<u32>, Storm, Storm, Sensed)]) -> String {
             with.rate(),
             with.rate() / base.rate(),
             with.execs,
-            s.seen,
+            if s.all_events {
+                s.seen.to_string()
+            } else {
+                "-".to_owned()
+            },
             s.lost,
             cpu_per_k,
             s.own_rss_kib as f64 / 1024.0,
