@@ -52,7 +52,8 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// Writes `bundled_rules.rs`: `(name, include_str!(path))` for every
-/// `.yml`/`.yaml` under the workspace's `rules/`, sorted by path.
+/// `.yml`/`.yaml` under the workspace's `rules/`, top-level files first,
+/// then by path.
 fn bundle_rules(out_dir: &Path) -> anyhow::Result<()> {
     let manifest_dir =
         PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").context("CARGO_MANIFEST_DIR")?);
@@ -63,7 +64,11 @@ fn bundle_rules(out_dir: &Path) -> anyhow::Result<()> {
     println!("cargo:rerun-if-changed={}", root.display());
     let mut files = Vec::new();
     collect_rules(&root, &mut files)?;
-    files.sort();
+    // Files at the top of rules/ (the SigmaHQ rules, kept verbatim) load
+    // before the pack's subdirectories: when several rules of one level
+    // fire on one exec, the first loaded leads the folded alert, and a SOC
+    // keys its queries on SigmaHQ's ids first.
+    files.sort_by_key(|f| (f.components().count(), f.clone()));
     let mut code = String::from("pub static BUNDLED: &[(&str, &str)] = &[\n");
     for file in &files {
         println!("cargo:rerun-if-changed={}", file.display());

@@ -56,6 +56,10 @@ pub const SCRATCH_SIZE: usize = 256 * 1024;
 const _: () = assert!(STRINGS_AREA >= size_of::<ExecHeader>() + 4 * (PATH_MAX + NAME_MAX));
 const _: () = assert!(STRINGS_AREA + ARGV_MAX <= SCRATCH_SIZE);
 const _: () = assert!(ARGV_MAX.is_power_of_two() && SCRATCH_SIZE.is_power_of_two());
+const _: () = assert!(size_of::<ExecHeader>().is_multiple_of(8));
+const _: () =
+    assert!(prevent::DFA_TABLE_LEN.is_power_of_two() && prevent::DFA_STATES_MAX <= 1 << 16);
+const _: () = assert!(prevent::RULES_MAX <= 32 && prevent::ITEMS_MAX <= 64);
 
 /// Record kinds (first field of every record).
 pub mod kind {
@@ -184,6 +188,12 @@ pub struct ExecHeader {
     /// initial namespace) and that namespace's level (0 = initial).
     pub ns_pid: u32,
     pub ns_level: u32,
+    /// Prevention's verdict on this exec: bits from [`prevent::verdict`];
+    /// 0 when prevention is off (the capture-only program never sets it).
+    pub prevent: u32,
+    /// Prevented rules that matched, as bits by their index in the
+    /// [`prevent::Policy`] in force.
+    pub prevent_rules: u32,
 }
 
 /// Size of [`ExecHeader`] on the wire.
@@ -242,13 +252,214 @@ pub struct Offsets {
     /// `format` file in tracefs).
     pub tp_filename_loc: u32,
     pub tp_old_pid: u32,
+    /// `task_struct.flags`, for `PF_KTHREAD` (prevention never kills a
+    /// kernel thread).
+    pub task_flags: u32,
+}
+
+/// Prevention: the fixed-layout policy user space compiles from the
+/// prevented Sigma rules (`sensor::prevent`) and the eBPF program's
+/// verdict. Everything the kernel decides is a lookup in these tables with
+/// bounded loops; nothing here is interpreted beyond them.
+///
+/// How a rule is decided, bottom up:
+/// - *atoms* (bits of a `u64`): "the image, in this view, satisfies one
+///   of these Image values", "argv contains this token", "the uid is in
+///   this set". Image and argv atoms come from two DFAs run over the
+///   record's bytes; uid atoms from [`UidSet`]s.
+/// - *items* (bits of a `u64`): one Sigma `field|modifiers: values` entry,
+///   [`Item::mask`] of atoms of which any (or all) must be set.
+/// - *rules*: a condition in disjunctive normal form over items, at most
+///   [`TERMS_MAX`] terms of "these items set, those clear".
+///
+/// A rule is evaluated once per `Image` view (resolved path,
+/// `ImageInvoked`, `Interpreter`), like the user-space engine does; a view
+/// the kernel cannot render exactly is skipped and reported as undecided.
+pub mod prevent {
+    /// Rules prevented at once (bits of [`super::ExecHeader::prevent_rules`]).
+    pub const RULES_MAX: usize = 16;
+    /// Items across all prevented rules.
+    pub const ITEMS_MAX: usize = 64;
+    /// Atoms across all prevented rules; the two top bits are reserved.
+    pub const ATOMS_MAX: usize = 62;
+    /// Set in the resolved (leaf-first) view when the image is one of the
+    /// allow-listed ancestor images.
+    pub const ATOM_ALLOWED_IMAGE: u32 = 63;
+    /// Set in a forward view (`ImageInvoked`, `Interpreter`) when the
+    /// string is not the absolute, normalised path user space would make
+    /// of it (relative, `//`, `.` or `..` components): the view is not
+    /// decided in the kernel.
+    pub const ATOM_NOT_NORMAL: u32 = 62;
+    /// Terms of one rule's condition in disjunctive normal form.
+    pub const TERMS_MAX: usize = 16;
+    /// uids in one [`UidSet`] and in the allow-list.
+    pub const UIDS_MAX: usize = 16;
+    /// uid sets across all prevented rules.
+    pub const UID_SETS_MAX: usize = 8;
+    /// DFA limits: states, and byte classes (with the end-of-input class).
+    pub const DFA_STATES_MAX: usize = 1024;
+    pub const DFA_CLASSES_MAX: usize = 64;
+    pub const DFA_TABLE_LEN: usize = DFA_STATES_MAX * DFA_CLASSES_MAX;
+    /// Mode values of [`State::mode`].
+    pub const MODE_OFF: u32 = 0;
+    pub const MODE_DRY_RUN: u32 = 1;
+    pub const MODE_ENFORCE: u32 = 2;
+
+    /// Values of the allow-tracking map (per tgid).
+    pub mod tracked {
+        /// The process's current image is an allow-listed ancestor image.
+        pub const OWN: u32 = 1 << 0;
+        /// A process up its creator chain runs (or ran, when it forked
+        /// this one) an allow-listed image.
+        pub const ANCESTOR: u32 = 1 << 1;
+    }
+
+    /// Bits of [`super::ExecHeader::prevent`].
+    pub mod verdict {
+        /// The policy was evaluated for this exec.
+        pub const CHECKED: u32 = 1 << 0;
+        /// A prevented rule matched in a view the kernel decided.
+        pub const MATCHED: u32 = 1 << 1;
+        /// SIGKILL was sent to the new image before it ran.
+        pub const KILLED: u32 = 1 << 2;
+        /// Dry-run (or the breaker had tripped): it would have been killed.
+        pub const WOULD_KILL: u32 = 1 << 3;
+        /// Not killed: the real uid is allow-listed.
+        pub const ALLOWED_UID: u32 = 1 << 4;
+        /// Not killed: an ancestor runs an allow-listed image.
+        pub const ALLOWED_ANCESTOR: u32 = 1 << 5;
+        /// Not killed: pid 1 (of any pid namespace), a kernel thread, or
+        /// the daemon itself.
+        pub const PROTECTED: u32 = 1 << 6;
+        /// This kill went over the kill-rate limit: the kernel switched
+        /// the host to dry-run and did not kill.
+        pub const BREAKER: u32 = 1 << 7;
+        /// No decided view matched and at least one view could not be
+        /// decided in the kernel: not killed (fail open).
+        pub const UNDECIDED: u32 = 1 << 8;
+        /// Which views were not decided: the resolved image (path cut,
+        /// deleted or memfd), `ImageInvoked`, `Interpreter` (not an
+        /// absolute normalised path).
+        pub const UNDECIDED_RESOLVED: u32 = 1 << 9;
+        pub const UNDECIDED_INVOKED: u32 = 1 << 10;
+        pub const UNDECIDED_INTERPRETER: u32 = 1 << 11;
+        /// `bpf_send_signal` failed; the process ran.
+        pub const SIGNAL_FAILED: u32 = 1 << 12;
+    }
+
+    /// A deterministic automaton over bytes, built in user space.
+    /// `next[state * DFA_CLASSES_MAX + class]`; `eoi` is the class of the
+    /// end of input. `matches[state]` are the atoms set on entering the
+    /// state, for the two renderings of a path: `[0]` the leaf-first
+    /// component list the kernel keeps for the resolved image (and the
+    /// only one for argv), `[1]` a forward string.
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    pub struct Dfa {
+        pub classes: [u8; 256],
+        pub start: u32,
+        pub eoi: u32,
+        pub matches: [[u64; 2]; DFA_STATES_MAX],
+        pub next: [u16; DFA_TABLE_LEN],
+    }
+
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default)]
+    pub struct Item {
+        /// Atoms this item looks at.
+        pub mask: u64,
+        /// 1: every atom of `mask` must be set (`|all`); 0: any.
+        pub all: u32,
+        pub _pad: u32,
+    }
+
+    /// One conjunction: every item of `set` matched, none of `clear`.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default)]
+    pub struct Term {
+        pub set: u64,
+        pub clear: u64,
+    }
+
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default)]
+    pub struct Rule {
+        pub terms: [Term; TERMS_MAX],
+        pub n_terms: u32,
+        pub _pad: u32,
+    }
+
+    /// "The real uid is one of `uids[..n]`" sets atom `atom`.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default)]
+    pub struct UidSet {
+        pub uids: [u32; UIDS_MAX],
+        pub n: u32,
+        pub atom: u32,
+    }
+
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug)]
+    pub struct Policy {
+        pub rules: [Rule; RULES_MAX],
+        pub items: [Item; ITEMS_MAX],
+        pub uid_sets: [UidSet; UID_SETS_MAX],
+        pub allow_uids: [u32; UIDS_MAX],
+        pub n_rules: u32,
+        pub n_uid_sets: u32,
+        pub n_allow_uids: u32,
+        /// Items in use (the kernel evaluates only these).
+        pub n_items: u32,
+        /// 1 when a rule can match with no atom set (a term of only
+        /// `not`s); otherwise the kernel skips evaluating a view whose
+        /// atoms are all clear, the common case of an exec no prevented
+        /// value mentions.
+        pub empty_matches: u32,
+        pub _pad: u32,
+    }
+
+    /// Prevention's switch and kill-rate breaker, shared by user space and
+    /// the kernel. The kernel counts kills in a window and, past the
+    /// limit, sets `mode` to dry-run and `tripped` to 1 itself: the
+    /// daemon may lag behind a storm, the kernel cannot.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default)]
+    pub struct State {
+        /// `MODE_*`; user space sets it, the breaker lowers it.
+        pub mode: u32,
+        /// 1 once the breaker switched to dry-run; user space clears it.
+        pub tripped: u32,
+        /// The daemon's tgid: never killed.
+        pub daemon_tgid: u32,
+        /// Kills allowed per window.
+        pub kill_limit: u32,
+        /// 1: the fork and exit programs maintain the allow-tracking map
+        /// (set while a prevention policy is loaded).
+        pub track: u32,
+        pub _pad: u32,
+        pub window_ns: u64,
+        /// Start of the current window (`bpf_ktime_get_boot_ns`) and kills
+        /// in it; updated by the kernel.
+        pub window_start: u64,
+        pub window_kills: u64,
+        /// Totals since load, for `sigexec status`.
+        pub kills: u64,
+        pub would_kill: u64,
+    }
 }
 
 #[cfg(feature = "user")]
 mod user {
-    // SAFETY: both are `#[repr(C)]`, made of integers only, with no padding
-    // (checked by the size assertions in `sensor::capture`).
+    // SAFETY: all are `#[repr(C)]`, made of integers only, with no padding
+    // (fields ordered by size; explicit `_pad` fields where needed).
     unsafe impl aya::Pod for super::Offsets {}
+    unsafe impl aya::Pod for super::prevent::Dfa {}
+    unsafe impl aya::Pod for super::prevent::Policy {}
+    unsafe impl aya::Pod for super::prevent::State {}
+    unsafe impl bytemuck::Zeroable for super::prevent::Dfa {}
+    unsafe impl bytemuck::Pod for super::prevent::Dfa {}
+    unsafe impl bytemuck::Zeroable for super::prevent::Policy {}
+    unsafe impl bytemuck::Pod for super::prevent::Policy {}
     unsafe impl bytemuck::Zeroable for super::ExecHeader {}
     unsafe impl bytemuck::Pod for super::ExecHeader {}
     unsafe impl bytemuck::Zeroable for super::TaskRecord {}

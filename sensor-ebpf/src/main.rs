@@ -1,4 +1,5 @@
-//! sigexec's kernel side: one record per exec, no policy.
+//! sigexec's kernel side: one record per exec, and, only when configured,
+//! prevention's in-kernel check of that record (`prevent`).
 //!
 //! `sched_process_exec` fires in the new image's context after the point of
 //! no return of execve, once `bprm` is complete: `current` is the new
@@ -11,6 +12,15 @@
 //!   tracepoints are refused; it has no `bprm`, so it reads the exe from
 //!   `mm->exe_file` and the filename from the tracepoint record, and marks
 //!   the record [`flags::FALLBACK`].
+//!
+//! A third program, `sched_process_exec_prevent` (see [`prevent`]), is
+//! loaded only when the config prevents rules: the BTF exec program
+//! tail-calls it once the record is complete, and it decides, may kill,
+//! and submits the record itself. A tail call, not more code in the exec
+//! program: the capture alone takes most of the verifier's budget of one
+//! million instructions (the path walks), and a tail-called program has a
+//! budget of its own. It needs `bpf_loop` (5.17+); with the program array
+//! empty the tail call fails at once and capture goes on as before.
 //!
 //! Struct offsets are not compiled in: user space reads them from the
 //! running kernel's BTF and patches [`OFFSETS`] before load, which lets one
@@ -26,6 +36,10 @@
 //! record, only mix two.
 #![no_std]
 #![no_main]
+// BPF has atomic add but no compare-and-swap, so `AtomicU64::fetch_add`
+// does not exist for it; the intrinsic lowers to the kernel's atomic add.
+#![feature(core_intrinsics)]
+#![expect(internal_features, reason = "atomic_xadd for the kill counters")]
 
 use core::ffi::c_void;
 
@@ -38,12 +52,13 @@ use aya_ebpf::{
         bpf_probe_read_kernel, bpf_probe_read_kernel_str, bpf_probe_read_user,
     },
     macros::{btf_tracepoint, map, tracepoint},
-    maps::{Array, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, ProgramArray, RingBuf},
     programs::{BtfTracePointContext, TracePointContext},
 };
 use sensor_common::{
     ARGV_MAX, COMM_LEN, EXEC_HEADER_SIZE, ExecHeader, NAME_MAX, NO_OFFSET, Offsets, PATH_DEPTH_MAX,
     PATH_MAX, SCRATCH_SIZE, SIGNAL_MASK, STRINGS_MASK, TaskRecord, flags, kind,
+    prevent::{Dfa, Policy, State, tracked},
 };
 
 /// Kernel struct offsets, patched by user space before load.
@@ -68,6 +83,27 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
 #[map]
 static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
+/// Prevention's policy, automata and switch, written by user space (see
+/// `sensor_common::prevent`). One entry each; the DFAs are ~145 KiB.
+#[map]
+static POLICY: Array<Policy> = Array::with_max_entries(1, 0);
+#[map]
+static IMAGE_DFA: Array<Dfa> = Array::with_max_entries(1, 0);
+#[map]
+static ARGV_DFA: Array<Dfa> = Array::with_max_entries(1, 0);
+#[map]
+static PREVENT_STATE: Array<State> = Array::with_max_entries(1, 0);
+
+/// Slot 0: `sched_process_exec_prevent`, when prevention is configured.
+#[map]
+static PREVENT_PROG: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+/// Processes under an allow-listed ancestor image (values from
+/// `sensor_common::prevent::tracked`), kept by the fork, exec and exit
+/// programs while `State::track` is set; only non-zero values are stored.
+#[map]
+static TRACKED: HashMap<u32, u32> = HashMap::with_max_entries(32768, 0);
+
 macro_rules! off {
     ($field:ident) => {
         // SAFETY: OFFSETS is a plain-integer global; the volatile read keeps
@@ -75,6 +111,9 @@ macro_rules! off {
         unsafe { core::ptr::read_volatile(&OFFSETS.$field) as usize }
     };
 }
+
+// After `off!`, which it uses.
+mod prevent;
 
 /// Reads a `T` at `base + off` from kernel memory.
 #[inline(always)]
@@ -246,7 +285,7 @@ struct Source {
 }
 
 #[inline(always)]
-fn capture(src: &Source) -> Option<()> {
+fn capture(src: &Source, btf_ctx: Option<&BtfTracePointContext>) -> Option<()> {
     // SAFETY: plain helper call.
     let cpu = unsafe { bpf_get_smp_processor_id() };
     let slot = SCRATCH.get_ptr_mut(cpu)?;
@@ -370,6 +409,14 @@ fn capture(src: &Source) -> Option<()> {
     h.argv_len = len as u32;
     h.argv_true_len = true_len.min(u32::MAX as u64) as u32;
     h.flags = flags;
+    h.prevent = 0;
+    h.prevent_rules = 0;
+    if let Some(ctx) = btf_ctx {
+        // Does not return when the prevention program is installed: it
+        // submits the record. Fails at once (and we go on) when it is not.
+        // SAFETY: the slot holds a program of this type, or nothing.
+        unsafe { PREVENT_PROG.tail_call(ctx, 0) };
+    }
 
     let total = argv_off + len as usize;
     // SAFETY: `buf` holds `total` initialised bytes inside the slot.
@@ -411,7 +458,47 @@ pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
         old_tid: old_pid,
         flags: 0,
     };
-    if capture(&src).is_none() {
+    if capture(&src, Some(&ctx)).is_none() {
+        count_lost();
+    }
+    0
+}
+
+/// Tail-called by `sched_process_exec` with the record complete in this
+/// CPU's scratch slot: decides, may kill the new image before its first
+/// instruction, and submits the record with the verdict.
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn sched_process_exec_prevent(ctx: BtfTracePointContext) -> i32 {
+    let task: *const u8 = ctx.arg(0);
+    // SAFETY: plain helper call.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let Some(slot) = SCRATCH.get_ptr_mut(cpu) else {
+        count_lost();
+        return 0;
+    };
+    let buf = slot.cast::<u8>();
+    // SAFETY: the slot starts with the header the exec program wrote.
+    let h = unsafe { &mut *slot.cast::<ExecHeader>() };
+    // The same offsets the exec program computed: the strings area is
+    // masked, argv follows it.
+    let strings = EXEC_HEADER_SIZE
+        + h.filename_len as usize
+        + h.interp_len as usize
+        + h.exe_len as usize
+        + h.cwd_len as usize;
+    let argv_off = strings & STRINGS_MASK;
+    let bprm: *const u8 = ctx.arg(2);
+    let same = read_ptr(bprm, off!(bprm_interp)) == read_ptr(bprm, off!(bprm_filename));
+    let (verdict, rules) = prevent::decide(buf, h, task, argv_off, same);
+    h.prevent = verdict;
+    h.prevent_rules = rules;
+    let total = argv_off + (h.argv_len as usize & (ARGV_MAX * 2 - 1)).min(ARGV_MAX);
+    // SAFETY: `buf` holds the record's bytes inside the slot.
+    let record = unsafe { core::slice::from_raw_parts(buf.cast_const(), total) };
+    if EVENTS
+        .output::<[u8]>(record, BPF_RB_FORCE_WAKEUP as u64)
+        .is_err()
+    {
         count_lost();
     }
     0
@@ -434,7 +521,7 @@ pub fn sched_process_exec_tp(ctx: TracePointContext) -> i32 {
         old_tid: read::<u32>(record, off!(tp_old_pid)).unwrap_or(0),
         flags: flags::FALLBACK,
     };
-    if capture(&src).is_none() {
+    if capture(&src, None).is_none() {
         count_lost();
     }
     0
@@ -481,6 +568,17 @@ pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
     let creator = (unsafe { bpf_get_current_pid_tgid() } >> 32) as u32;
     let start = read::<u64>(child, off!(task_start_boottime)).unwrap_or(0);
     task_record(kind::FORK, tgid, creator, 0, start);
+    if prevent::tracking() {
+        // SAFETY: a plain u32 value read out of the map.
+        if let Some(&parent) = unsafe { TRACKED.get(creator) } {
+            // The child's creator is allow-listed or under one; a
+            // fork-only child also carries its creator's image.
+            let child_flags = tracked::ANCESTOR | (parent & tracked::OWN);
+            if parent != 0 {
+                let _ = TRACKED.insert(tgid, child_flags, 0);
+            }
+        }
+    }
     0
 }
 
@@ -497,6 +595,9 @@ pub fn sched_process_exit(ctx: BtfTracePointContext) -> i32 {
     }
     let exit_code = read::<u32>(task, off!(task_exit_code)).unwrap_or(0);
     task_record(kind::EXIT, tgid, 0, exit_code, 0);
+    if prevent::tracking() {
+        let _ = TRACKED.remove(tgid);
+    }
     0
 }
 

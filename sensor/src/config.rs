@@ -19,7 +19,7 @@ use std::{
 
 use serde::Deserialize;
 
-use crate::{capture, cli::RuleSources, daemon, sinks};
+use crate::{capture, cli::RuleSources, daemon, prevent, sinks};
 
 /// Where the config file is looked for when `--config` is not given. Its
 /// absence means "all defaults".
@@ -41,7 +41,53 @@ pub struct File {
     pub alerts: AlertsFile,
     pub watch: WatchFile,
     pub exclusions: crate::exclusions::ExclusionsFile,
+    pub prevent: PreventFile,
     pub shutdown_timeout_secs: Option<f64>,
+}
+
+/// `prevent:`: in-kernel kill of the execs prevented rules match.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PreventFile {
+    /// Ids of loaded rules to prevent; empty: prevention off.
+    pub rules: Vec<String>,
+    pub mode: prevent::Mode,
+    pub allow: PreventAllowFile,
+    pub kill_rate: KillRateFile,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PreventAllowFile {
+    /// uids or user names whose execs are never killed (still alerted).
+    pub users: Vec<UserEntry>,
+    /// Resolved image paths: their descendants are never killed.
+    pub ancestor_images: Vec<String>,
+}
+
+/// A uid or a user name.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum UserEntry {
+    Uid(u32),
+    Name(String),
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct KillRateFile {
+    /// Kills per window before the kernel switches to dry-run.
+    pub max_kills: u32,
+    pub window_secs: u64,
+}
+
+impl Default for KillRateFile {
+    fn default() -> Self {
+        KillRateFile {
+            max_kills: 10,
+            window_secs: 60,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -323,8 +369,39 @@ pub fn resolve(o: &Overrides, file: File) -> Result<daemon::Config, ConfigError>
         }
     };
     let exclusions = crate::exclusions::Settings::resolve(file.exclusions).map_err(invalid)?;
+    let p = &file.prevent;
+    let allow_uids = prevent::resolve_users(
+        &p.allow
+            .users
+            .iter()
+            .map(|u| match u {
+                UserEntry::Uid(n) => n.to_string(),
+                UserEntry::Name(s) => s.clone(),
+            })
+            .collect::<Vec<_>>(),
+    )
+    .map_err(|m| invalid(format!("prevent.allow.users: {m}")))?;
+    if let Some(bad) = p.allow.ancestor_images.iter().find(|i| !i.starts_with('/')) {
+        return Err(invalid(format!(
+            "prevent.allow.ancestor_images: '{bad}' is not an absolute path"
+        )));
+    }
+    if p.kill_rate.max_kills == 0 || p.kill_rate.window_secs == 0 {
+        return Err(invalid(
+            "prevent.kill_rate: max_kills and window_secs must be at least 1".into(),
+        ));
+    }
+    let prevent = prevent::Config {
+        rules: p.rules.clone(),
+        mode: p.mode,
+        allow_uids,
+        ancestor_images: p.allow.ancestor_images.clone(),
+        max_kills: p.kill_rate.max_kills,
+        window: Duration::from_secs(p.kill_rate.window_secs),
+    };
     Ok(daemon::Config {
         exclusions,
+        prevent,
         fold: Duration::from_millis(file.alerts.fold_ms),
         stopping_level,
         watch: file.watch.images,
@@ -337,6 +414,7 @@ pub fn resolve(o: &Overrides, file: File) -> Result<daemon::Config, ConfigError>
         capture: capture::Options {
             ringbuf_bytes: ringbuf,
             force_tracepoint: o.force_tracepoint,
+            prevent: !file.prevent.rules.is_empty(),
         },
         loss_check: Duration::from_secs(1),
         rate_limit: (rate.burst > 0).then_some(sinks::RateLimit {
@@ -521,6 +599,50 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "c.yaml: capture.ringbuf_size: 5000 is not a power of two of at least 4096"
+        );
+    }
+
+    #[test]
+    fn prevent_block_resolves_and_names_bad_values() {
+        let o = Overrides {
+            config: Some("c.yaml".into()),
+            ..Overrides::default()
+        };
+        let file = parse(
+            Path::new("c.yaml"),
+            "prevent:\n  rules: [36388120-b3f1-4ce9-b50b-280d9a7f4c04]\n  mode: enforce\n  \
+             allow:\n    users: [0, root, 1001]\n    ancestor_images: [/usr/bin/dpkg]\n  \
+             kill_rate:\n    max_kills: 3\n    window_secs: 10\n",
+        )
+        .expect("parse");
+        let c = resolve(&o, file).expect("resolve");
+        assert_eq!(c.prevent.mode, prevent::Mode::Enforce);
+        assert_eq!(c.prevent.allow_uids, [0, 0, 1001]);
+        assert_eq!(c.prevent.max_kills, 3);
+        assert_eq!(c.prevent.window, Duration::from_secs(10));
+        assert!(c.capture.prevent);
+
+        let msg = parse_err("prevent:\n  mode: enforcing\n");
+        assert!(
+            msg.starts_with(
+                "/etc/sigexec/config.yaml:2:9: prevent.mode: unknown variant `enforcing`"
+            ),
+            "{msg}"
+        );
+        let msg = parse_err("prevent:\n  allow:\n    uids: [0]\n");
+        assert!(
+            msg.starts_with("/etc/sigexec/config.yaml:3:5: prevent.allow: unknown field `uids`"),
+            "{msg}"
+        );
+        let file = parse(
+            Path::new("c.yaml"),
+            "prevent:\n  allow:\n    users: [no-such-user-here]\n",
+        )
+        .expect("parse");
+        assert_eq!(
+            resolve(&o, file).expect_err("unknown user").to_string(),
+            "c.yaml: prevent.allow.users: 'no-such-user-here' is neither a uid nor a user name \
+             known here"
         );
     }
 

@@ -32,6 +32,7 @@ use crate::{
     engine::{Alert, Engine, Hit},
     host_state::HostState,
     incident::Incidents,
+    prevent::{self, Plan},
     process::{Enricher, ProcessCreate, ProcessTermination, Table, table, termination},
     rules,
     sigma::RuleSet,
@@ -66,6 +67,8 @@ pub struct Config {
     pub watch: Vec<String>,
     /// Opt-in exclusions (`exclusions:`), compiled with the rules.
     pub exclusions: crate::exclusions::Settings,
+    /// `prevent:`; off when it names no rule.
+    pub prevent: prevent::Config,
 }
 
 /// One exec record in, its event and alerts out.
@@ -83,6 +86,9 @@ pub struct Pipeline {
     /// Every event is written out (`--all-events`), not only alerts: fill
     /// the fields that are otherwise computed for alerts alone.
     full_events: bool,
+    /// The prevention plan in force: says what the kernel did for each
+    /// alert of a prevented rule.
+    plan: Option<Arc<Plan>>,
 }
 
 impl Pipeline {
@@ -100,7 +106,13 @@ impl Pipeline {
                 .collect(),
             terminations: Vec::new(),
             full_events: false,
+            plan: None,
         }
+    }
+
+    /// Sets the prevention plan whose verdicts the alerts report.
+    pub fn set_plan(&mut self, plan: Option<Arc<Plan>>) {
+        self.plan = plan;
     }
 
     /// Fill every field of every event (for `--all-events` and tests), not
@@ -201,6 +213,21 @@ impl Pipeline {
         self.hits.clear();
         self.engine
             .evaluate(&event, &mut self.hits, &mut self.scratch);
+        if let Some(plan) = &self.plan {
+            // A kill the matcher does not confirm must not be silent: raise
+            // the prevented rule's alert anyway (its action says why).
+            for rule in plan.rules_in(rec.prevent_rules) {
+                if !self.hits.iter().any(|h| h.rule == rule) {
+                    self.hits.push(Hit {
+                        rule,
+                        image_as: crate::engine::ImageAs::Resolved,
+                        image: event.image.clone(),
+                        parent_image_as: crate::engine::ImageAs::Resolved,
+                        parent_image: event.parent_image.clone(),
+                    });
+                }
+            }
+        }
         if self.full_events || !self.hits.is_empty() {
             event.ancestor_images = self.table.ancestor_images(
                 event.parent_process_id,
@@ -211,12 +238,17 @@ impl Pipeline {
         if !self.hits.is_empty() {
             let process = serde_json::to_value(&event).unwrap_or_default();
             for hit in &self.hits {
-                alerts.push(Alert::new(
+                let mut alert = Alert::new(
                     self.engine.rules(),
                     hit,
                     &self.enricher.hostname,
                     process.clone(),
-                ));
+                );
+                alert.prevention = self
+                    .plan
+                    .as_ref()
+                    .and_then(|p| p.action(hit.rule, rec.prevent, rec.prevent_rules));
+                alerts.push(alert);
             }
             self.suppress(&event, &mut alerts);
         }
@@ -326,16 +358,29 @@ pub fn load_engine(config: &Config, strictness: Strictness) -> anyhow::Result<En
     Ok(Engine::with_exclusions(Arc::new(rules), exclusions))
 }
 
-/// Config and compiled rules, built aside.
+/// Config, compiled rules and prevention plan, built aside.
 struct Prepared {
     config: Config,
     engine: Engine,
+    plan: Option<Plan>,
 }
 
 fn prepare(source: &Source, strictness: Strictness) -> anyhow::Result<Prepared> {
     let config = source.load()?;
     let engine = load_engine(&config, strictness)?;
-    Ok(Prepared { config, engine })
+    // A prevented rule that the kernel cannot decide refuses the start (and
+    // the reload): the admin asked for prevention, and must learn at once
+    // that it would not happen, not when the attack comes.
+    let plan = if config.prevent.enabled() {
+        Some(Plan::compile(engine.rules(), &config.prevent)?)
+    } else {
+        None
+    };
+    Ok(Prepared {
+        config,
+        engine,
+        plan,
+    })
 }
 
 async fn prepare_blocking(source: Source, strictness: Strictness) -> anyhow::Result<Prepared> {
@@ -380,8 +425,11 @@ pub async fn run(
     mut control: mpsc::UnboundedReceiver<Control>,
 ) -> anyhow::Result<Stopped> {
     let started = Instant::now();
-    let Prepared { mut config, engine } =
-        prepare_blocking(source.clone(), Strictness::Start).await?;
+    let Prepared {
+        mut config,
+        engine,
+        plan,
+    } = prepare_blocking(source.clone(), Strictness::Start).await?;
     info!(rules = engine.rules().len(), "rules loaded");
     let mut sinks = Sinks::start(&config.sinks)?;
     let excluded_sinks = match &config.exclusions.sinks {
@@ -393,6 +441,11 @@ pub async fn run(
     let mut pipeline = Pipeline::new(engine, Enricher::new());
     pipeline.set_full_events(config.all_events);
     pipeline.set_watch(config.watch.clone());
+    let plan = plan.map(Arc::new);
+    if let Some(plan) = &plan {
+        start_prevention(&mut sensor, plan, &sinks, pipeline.hostname())?;
+    }
+    pipeline.set_plan(plan);
     let mut limiter = Limiter::new(config.rate_limit);
     let mut alerts = Outgoing {
         incidents: Incidents::new(config.fold),
@@ -468,6 +521,7 @@ pub async fn run(
                 sensor.drain_now(&mut records);
                 process(&mut pipeline, &mut records, &sinks, &config, &mut alerts, &mut limiter, &mut counters);
                 report_loss(&sensor, &sinks, &mut counters, pipeline.hostname());
+                check_breaker(&mut sensor, &sinks, pipeline.hostname());
             }
             _ = stats_tick.tick() => {
                 summarise(&mut limiter, &sinks, pipeline.hostname());
@@ -495,7 +549,8 @@ pub async fn run(
             _ = watchdog_tick.tick(), if watchdog => notify(&[sd_notify::NotifyState::Watchdog]),
             conn = accept(listener.as_ref()) => {
                 if let Ok(stream) = conn {
-                    let s = snapshot(&mut counters, &pipeline, &sinks, alerts.excluded_sinks.as_ref(), started, false);
+                    let mut s = snapshot(&mut counters, &pipeline, &sinks, alerts.excluded_sinks.as_ref(), started, false);
+                    s.prevent = prevent_status(&mut sensor, pipeline.plan.as_deref());
                     let mut body = serde_json::to_vec(&s).unwrap_or_default();
                     body.push(b'\n');
                     tokio::spawn(status::serve(stream, body));
@@ -512,7 +567,7 @@ pub async fn run(
                 match done {
                     Ok(Ok(prepared)) => apply(
                         prepared, &mut config, &mut pipeline, &mut sinks, &mut alerts, &mut limiter,
-                        &mut counters,
+                        &mut counters, &mut sensor,
                     ),
                     Ok(Err(e)) => {
                         counters.reload_failures += 1;
@@ -570,6 +625,8 @@ pub async fn run(
     alerts.release(Instant::now(), true, &sinks, &mut limiter, &mut counters);
     report_loss(&sensor, &sinks, &mut counters, pipeline.hostname());
     summarise(&mut limiter, &sinks, pipeline.hostname());
+    check_breaker(&mut sensor, &sinks, pipeline.hostname());
+    stop_prevention(&mut sensor, &sinks, pipeline.hostname(), stop_reason);
     drop(sensor);
     let excluded = alerts.excluded_sinks.take();
     let close_all = async move {
@@ -645,6 +702,10 @@ async fn join<T>(
 }
 
 /// Swaps in a successfully prepared config and rule set.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the daemon loop's state, borrowed piecewise so the reload cannot outlive it"
+)]
 fn apply(
     prepared: Prepared,
     config: &mut Config,
@@ -653,11 +714,21 @@ fn apply(
     out: &mut Outgoing,
     limiter: &mut Limiter,
     counters: &mut Counters,
+    sensor: &mut Sensor,
 ) {
     let Prepared {
         config: new,
         engine,
+        plan,
     } = prepared;
+    if plan.is_some() && sensor.prevention().is_none() {
+        counters.reload_failures += 1;
+        error!(
+            "reload failed, keeping the previous config and rules: prevent.rules were empty at \
+             start, so the prevention program is not loaded; restart sigexec to start prevention"
+        );
+        return;
+    }
     // Suppressed alerts' own sinks first: if they fail, nothing changed.
     let old_excluded = out.excluded_sinks.as_ref().map(Sinks::configs);
     let mut fresh_excluded = None;
@@ -717,6 +788,24 @@ fn apply(
         }
     }
     let count = engine.rules().len();
+    let plan = plan.map(Arc::new);
+    match &plan {
+        Some(plan) => {
+            if let Err(e) = start_prevention(sensor, plan, sinks, pipeline.hostname()) {
+                error!("reload: prevention not updated: {e:#}");
+            }
+        }
+        None if sensor.prevention().is_some() => {
+            stop_prevention(
+                sensor,
+                sinks,
+                pipeline.hostname(),
+                "reload without prevent.rules",
+            );
+        }
+        None => {}
+    }
+    pipeline.set_plan(plan);
     pipeline.set_engine(engine);
     pipeline.set_watch(new.watch.clone());
     pipeline.set_full_events(new.all_events);
@@ -904,6 +993,7 @@ fn snapshot(
                 })
             }))
             .collect(),
+        prevent: None,
     }
 }
 
@@ -948,4 +1038,133 @@ fn report_loss(sensor: &Sensor, sinks: &Sinks, counters: &mut Counters, hostname
             serde_json::to_value(&record).unwrap_or_default(),
         )));
     }
+}
+
+/// Writes `plan` into the kernel, seeds the allow-tracking map from /proc
+/// and says so in the alert stream.
+fn start_prevention(
+    sensor: &mut Sensor,
+    plan: &Plan,
+    sinks: &Sinks,
+    hostname: &str,
+) -> anyhow::Result<()> {
+    let maps = sensor
+        .prevention()
+        .context("the prevention program is not loaded")?;
+    let c = &plan.config;
+    let state = sensor_common::prevent::State {
+        mode: c.mode.kernel(),
+        daemon_tgid: std::process::id(),
+        kill_limit: c.max_kills,
+        window_ns: u64::try_from(c.window.as_nanos()).unwrap_or(u64::MAX),
+        ..Default::default()
+    };
+    maps.install(&plan.tables, state)
+        .context("writing the prevention policy into the kernel")?;
+    maps.seed(&prevent::seed_tracked(&c.ancestor_images));
+    info!(mode = ?c.mode, rules = ?c.rules, "prevention active");
+    prevent_record(
+        sinks,
+        hostname,
+        "started",
+        serde_json::json!({
+            "mode": c.mode,
+            "rules": c.rules,
+            "max_kills": c.max_kills,
+            "window_secs": c.window.as_secs(),
+        }),
+    );
+    Ok(())
+}
+
+/// Switches prevention off in the kernel (the daemon is stopping, or a
+/// reload dropped it): an alert, since from here on nothing is killed.
+fn stop_prevention(sensor: &mut Sensor, sinks: &Sinks, hostname: &str, why: &str) {
+    let Some(maps) = sensor.prevention() else {
+        return;
+    };
+    let result = maps.state().and_then(|mut s| {
+        s.mode = sensor_common::prevent::MODE_OFF;
+        maps.set_state(s)
+    });
+    if let Err(e) = result {
+        warn!(error = %e, "switching prevention off");
+    }
+    warn!("prevention stopped: {why}");
+    prevent_record(
+        sinks,
+        hostname,
+        "stopped",
+        serde_json::json!({ "reason": why }),
+    );
+}
+
+/// Reports a breaker trip the kernel made since the last check, once.
+fn check_breaker(sensor: &mut Sensor, sinks: &Sinks, hostname: &str) {
+    let Some(maps) = sensor.prevention() else {
+        return;
+    };
+    let Ok(mut state) = maps.state() else {
+        return;
+    };
+    if state.tripped == 0 {
+        return;
+    }
+    state.tripped = 0;
+    if let Err(e) = maps.set_state(state) {
+        warn!(error = %e, "clearing the breaker flag");
+    }
+    error!(
+        kills_in_window = state.window_kills,
+        max_kills = state.kill_limit,
+        "kill-rate breaker tripped: prevention is now dry-run until a reload or restart"
+    );
+    prevent_record(
+        sinks,
+        hostname,
+        "breaker_tripped",
+        serde_json::json!({
+            "mode": prevent::Mode::DryRun,
+            "kills_in_window": state.window_kills,
+            "max_kills": state.kill_limit,
+            "window_secs": state.window_ns / 1_000_000_000,
+        }),
+    );
+}
+
+/// A `{"kind":"prevent","event":...}` line in the alert stream.
+fn prevent_record(sinks: &Sinks, hostname: &str, event: &str, details: serde_json::Value) {
+    let mut record = serde_json::json!({
+        "timestamp": crate::process::rfc3339(time::OffsetDateTime::now_utc()),
+        "kind": "prevent",
+        "event": event,
+        "level": if event == "started" { "informational" } else { "high" },
+        "host": { "hostname": hostname },
+    });
+    if let (Some(map), serde_json::Value::Object(more)) = (record.as_object_mut(), details) {
+        map.extend(more);
+    }
+    sinks.send(&Message::new(Body::Record(record)));
+}
+
+/// Prevention's state for `sigexec status`.
+fn prevent_status(sensor: &mut Sensor, plan: Option<&Plan>) -> Option<status::PreventStatus> {
+    let plan = plan?;
+    let state = sensor.prevention()?.state().ok()?;
+    Some(status::PreventStatus {
+        mode: match state.mode {
+            sensor_common::prevent::MODE_ENFORCE => "enforce",
+            sensor_common::prevent::MODE_DRY_RUN => "dry-run",
+            _ => "off",
+        }
+        .to_owned(),
+        configured_mode: plan.config.mode,
+        rules: plan.config.rules.clone(),
+        kills: state.kills,
+        would_kill: state.would_kill,
+        breaker_tripped: state.mode == sensor_common::prevent::MODE_DRY_RUN
+            && plan.config.mode == prevent::Mode::Enforce,
+        max_kills: plan.config.max_kills,
+        window_secs: plan.config.window.as_secs(),
+    })
 }

@@ -245,6 +245,10 @@ pub struct Alert {
     pub suppressed_by: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub suppression: Option<Suppression>,
+    /// For a prevented rule: what the kernel did (`action`, and
+    /// `action_reason` unless it killed).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub prevention: Option<crate::prevent::Action>,
     pub process: serde_json::Value,
 }
 
@@ -308,6 +312,7 @@ impl Alert {
             related: Vec::new(),
             suppressed_by: None,
             suppression: None,
+            prevention: None,
             process,
         }
     }

@@ -95,9 +95,29 @@ impl Incidents {
                 }
                 _ => {}
             }
+            let higher = rank(alert.rule.level.as_deref()) > rank(held.alert.rule.level.as_deref());
+            if higher
+                && reason == "same_process"
+                && alert.suppressed_by.is_none() == held.alert.suppressed_by.is_none()
+            {
+                // Several rules on one exec: the most severe one leads, so
+                // that the alert's rule id, title and level agree (a SIEM
+                // query on the critical rule's id finds the incident); the
+                // others are listed under it.
+                let mut lead = alert;
+                let before = std::mem::replace(&mut held.alert, {
+                    lead.related = Vec::new();
+                    lead
+                });
+                held.alert.related.push(related(&before, reason));
+                held.alert.related.extend(before.related);
+                return;
+            }
             held.alert.related.push(related(&alert, reason));
-            // A folded alert of a higher level raises the incident.
-            if rank(alert.rule.level.as_deref()) > rank(held.alert.rule.level.as_deref()) {
+            // A folded alert of a higher level raises the incident (the
+            // exec systemd makes for a client stays under the client's
+            // alert, which names who asked).
+            if higher {
                 held.alert.rule.level = alert.rule.level.clone();
             }
             return;
@@ -247,6 +267,7 @@ mod tests {
             suppressed_by: None,
             suppression: None,
             related: Vec::new(),
+            prevention: None,
             process,
         }
     }
@@ -304,19 +325,36 @@ mod tests {
     }
 
     #[test]
-    fn a_more_severe_folded_alert_raises_the_incident() {
+    fn the_most_severe_rule_on_one_exec_leads_the_incident() {
         let t0 = Instant::now();
         let mut inc = Incidents::new(DEFAULT_HOLD);
         let p = json!({"ProcessGuid": "{c}", "Argv": ["kesl-control", "--stop-task", "1"]});
         inc.push(alert("control", "high", p.clone()), t0);
-        inc.push(alert("file-protection", "critical", p), t0);
+        inc.push(alert("file-protection", "critical", p.clone()), t0);
+        inc.push(alert("lookup", "medium", p), t0);
         let out = inc.flush();
         assert_eq!(out.len(), 1);
+        assert_eq!(out[0].rule.id.as_deref(), Some("file-protection"));
         assert_eq!(out[0].rule.level.as_deref(), Some("critical"));
-        assert_eq!(
-            out[0].related[0].rule_id.as_deref(),
-            Some("file-protection")
-        );
+        let related: Vec<_> = out[0]
+            .related
+            .iter()
+            .map(|r| r.rule_id.as_deref())
+            .collect();
+        assert_eq!(related, [Some("control"), Some("lookup")]);
+    }
+
+    #[test]
+    fn a_more_severe_exec_stop_raises_the_clients_alert() {
+        let t0 = Instant::now();
+        let mut inc = Incidents::new(DEFAULT_HOLD);
+        inc.push(alert("service", "medium", systemctl_stop()), t0);
+        inc.push(alert("seed", "high", exec_stop_from_pid1()), t0);
+        let out = inc.flush();
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].rule.id.as_deref(), Some("service"));
+        assert_eq!(out[0].rule.level.as_deref(), Some("high"));
+        assert_eq!(out[0].related[0].reason, "service_manager");
     }
 
     fn suppressed(mut a: Alert, filter: &str) -> Alert {

@@ -33,6 +33,7 @@ pub mod engine;
 pub mod exclusions;
 pub mod host_state;
 pub mod incident;
+pub mod prevent;
 pub mod process;
 pub mod replay;
 pub mod rules;

@@ -36,6 +36,26 @@ pub struct Status {
     pub reloads: u64,
     pub reload_failures: u64,
     pub sinks: Vec<crate::sinks::SinkStats>,
+    /// Prevention, when configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prevent: Option<PreventStatus>,
+}
+
+/// `sigexec status`'s `prevent` member.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct PreventStatus {
+    /// What the kernel does now: `enforce`, `dry-run` or `off`.
+    pub mode: String,
+    /// What the config asked for.
+    pub configured_mode: crate::prevent::Mode,
+    pub rules: Vec<String>,
+    /// Execs killed, and matched but not killed in dry-run, since start.
+    pub kills: u64,
+    pub would_kill: u64,
+    /// The kill-rate breaker switched an enforcing host to dry-run.
+    pub breaker_tripped: bool,
+    pub max_kills: u32,
+    pub window_secs: u64,
 }
 
 /// Binds the status socket. An existing socket that answers belongs to a

@@ -19,6 +19,7 @@ const DISCOVERY: &str = "cb4b2a5b-9bc3-415c-9bce-2ef21358bd1c";
 const PACKAGE: &str = "39248a7b-56b8-437a-82c4-5ff2944d3a57";
 const DBUS: &str = "997c0b33-3f68-48c4-977f-87418da39dcd";
 const FILES: &str = "5404c519-87d6-41d6-8b22-a11005c54b8a";
+const TAMPER: &str = "059d914e-8d95-4d62-a257-ee17ad8def97";
 
 /// (Image, ImageInvoked, CommandLine, rules expected to fire).
 const CASES: &[(&str, &str, &str, &[&str])] = &[
@@ -208,6 +209,58 @@ const CASES: &[(&str, &str, &str, &[&str])] = &[
     ("/usr/bin/mv", "", "mv /opt/kaspersky /tmp/k", &[FILES]),
     ("/usr/bin/ls", "", "ls /opt/kaspersky", &[]),
     ("/usr/bin/find", "", "find /opt/kaspersky -name *.log", &[]),
+    // Tampering with the service definition or the programs' permissions.
+    (
+        "/usr/bin/ln",
+        "",
+        "ln -sf /dev/null /etc/systemd/system/kesl.service",
+        &[TAMPER],
+    ),
+    (
+        "/usr/bin/rm",
+        "",
+        "rm -f /lib/systemd/system/kesl.service",
+        &[TAMPER],
+    ),
+    ("/usr/bin/mv", "", "mv /etc/init.d/kesl /root/", &[TAMPER]),
+    (
+        "/usr/bin/sed",
+        "",
+        "sed -i s/^ExecStart=/#ExecStart=/ /usr/lib/systemd/system/kesl.service",
+        &[TAMPER],
+    ),
+    (
+        "/usr/bin/rm",
+        "",
+        "rm /etc/systemd/system/multi-user.target.wants/klnagent64.service",
+        &[TAMPER],
+    ),
+    (
+        "/usr/bin/chmod",
+        "",
+        "chmod -x /opt/kaspersky/kesl/bin/wdserver",
+        &[TAMPER],
+    ),
+    (
+        "/usr/bin/chattr",
+        "",
+        "chattr +i /etc/init.d/kesl",
+        &[TAMPER],
+    ),
+    (
+        "/usr/bin/sed",
+        "",
+        "sed -n /ExecStop/p /lib/systemd/system/kesl.service",
+        &[],
+    ),
+    ("/usr/bin/cat", "", "cat /etc/init.d/kesl", &[]),
+    ("/usr/bin/ls", "", "ls -l /opt/kaspersky/kesl/bin", &[]),
+    (
+        "/usr/bin/chmod",
+        "",
+        "chmod 644 /etc/systemd/system/nginx.service",
+        &[],
+    ),
 ];
 
 fn bundled_engine() -> Engine {
@@ -279,6 +332,11 @@ fn each_rule_fires_on_a_real_exec() {
         ),
         // A stand-in named rm: the real rm is never run on these paths.
         ("rm", &["-rf", "/opt/kaspersky"], &[FILES]),
+        (
+            "ln",
+            &["-sf", "/dev/null", "/etc/systemd/system/kesl.service"],
+            &[TAMPER],
+        ),
     ];
     let mut pids = Vec::new();
     for (tool, args, _) in runs {

@@ -6,12 +6,14 @@
 //! - `bench`: benchmarks (`bench exec`: the sensor's cost on an exec storm;
 //!   `bench matcher`: Sigma matching against other engines).
 //! - `package`: build the Debian package.
-//! - `vm-test`: the integration tests on a matrix of kernels under qemu.
+//! - `vm-test`: the integration tests on a matrix of kernels under qemu;
+//!   `vm-test --systemd`: the package on a systemd guest.
 
 mod bench;
 mod package;
 mod run;
 mod setup;
+mod systemd_lab;
 mod test;
 mod vm_test;
 

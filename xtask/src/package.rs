@@ -67,6 +67,17 @@ fi
 "#;
 
 pub fn run(opts: &Options) -> anyhow::Result<()> {
+    let deb = build_deb(opts.out.as_deref())?;
+    println!("{}", deb.display());
+    if let Some(chroot) = &opts.verify_in {
+        verify(chroot, &deb)?;
+    }
+    Ok(())
+}
+
+/// Builds the release binary and the package (in `out`, default
+/// `TARGET/debian`); returns the `.deb`'s path.
+pub fn build_deb(out: Option<&Path>) -> anyhow::Result<PathBuf> {
     setup::run(&setup::Options {})?;
     let root = workspace_root();
     status(Command::new("cargo").current_dir(&root).args([
@@ -83,7 +94,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     let binary = target.join("release/sigexec");
     let version = env!("CARGO_PKG_VERSION");
     let arch = output(Command::new("dpkg").arg("--print-architecture"))?;
-    let out = opts.out.clone().unwrap_or_else(|| target.join("debian"));
+    let out = out.map_or_else(|| target.join("debian"), Path::to_path_buf);
     let stage = out.join(format!("sigexec_{version}_{arch}"));
     if stage.exists() {
         fs::remove_dir_all(&stage).with_context(|| format!("cleaning {}", stage.display()))?;
@@ -169,16 +180,12 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
             .arg(&stage)
             .arg(&deb),
     )?;
-    println!("{}", deb.display());
-    if let Some(chroot) = &opts.verify_in {
-        verify(chroot, &deb)?;
-    }
-    Ok(())
+    Ok(deb)
 }
 
 /// Install, upgrade and purge in a Debian root; fails on the first
 /// surprise.
-fn verify(root: &Path, deb: &Path) -> anyhow::Result<()> {
+pub fn verify(root: &Path, deb: &Path) -> anyhow::Result<()> {
     if !root.join("usr/bin/dpkg").exists() {
         eprintln!("package: debootstrap bookworm into {}", root.display());
         status(

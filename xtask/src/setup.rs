@@ -7,7 +7,9 @@
 //!   and bpf-linker must read it with the same major version;
 //! - `bpf-linker` built against that LLVM;
 //! - what `cargo xtask vm-test` boots kernels with (qemu, busybox, cpio,
-//!   a static bash), since `cargo xtask test` runs the kernel matrix.
+//!   a static bash), since `cargo xtask test` runs the kernel matrix, and
+//!   what the systemd lab builds its guest with (debootstrap, mkfs.ext4,
+//!   qemu-img).
 
 use std::{
     path::{Path, PathBuf},
@@ -31,6 +33,7 @@ pub fn run(_: &Options) -> anyhow::Result<()> {
     bpf_linker()?;
     service_tools()?;
     apt_packages(crate::vm_test::PACKAGES)?;
+    apt_packages(crate::systemd_lab::PACKAGES)?;
     Ok(())
 }
 

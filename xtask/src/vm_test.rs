@@ -28,7 +28,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::{setup, status, workspace_root};
+use crate::{setup, status, systemd_lab, workspace_root};
 
 #[derive(clap::Args, Clone)]
 pub struct Options {
@@ -36,13 +36,18 @@ pub struct Options {
     /// or the path of a bzImage. Repeat for several; default: the whole
     /// matrix (host, 5.10, 6.1, 6.12).
     #[arg(long = "kernel", value_name = "PATH_OR_VERSION")]
-    kernels: Vec<String>,
+    pub kernels: Vec<String>,
     /// QEMU accelerator (`kvm` needs /dev/kvm and working nested guests).
     #[arg(long, value_enum, default_value_t = Accel::Tcg)]
-    accel: Accel,
+    pub accel: Accel,
     /// Seconds one guest may take from boot to power-off.
     #[arg(long, default_value_t = 600)]
-    timeout: u64,
+    pub timeout: u64,
+    /// Instead of the matrix: the Debian package on a Debian 12 guest with
+    /// systemd as PID 1, stopping a dummy Kaspersky service (needs root).
+    /// `--kernel` picks the guest's kernel (default: 6.12).
+    #[arg(long)]
+    pub systemd: bool,
 }
 
 impl Default for Options {
@@ -51,12 +56,13 @@ impl Default for Options {
             kernels: Vec::new(),
             accel: Accel::Tcg,
             timeout: 600,
+            systemd: false,
         }
     }
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
-enum Accel {
+pub enum Accel {
     Tcg,
     Kvm,
 }
@@ -80,13 +86,13 @@ const DONE: &str = "SIGEXEC-VM-DONE";
 
 /// A Debian kernel series of the matrix: where apt finds it and how its
 /// package is named (revisions move; the newest that downloads wins).
-struct Series {
-    name: &'static str,
+pub struct Series {
+    pub name: &'static str,
     /// Regular expression for `apt-cache search --names-only`.
     package: &'static str,
 }
 
-const SERIES: &[Series] = &[
+pub const SERIES: &[Series] = &[
     Series {
         name: "5.10",
         package: r"^linux-image-5\.10\.0-[0-9]+-cloud-amd64-unsigned$",
@@ -142,6 +148,9 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     std::fs::create_dir_all(vm.join("logs")).context("creating target/vm/logs")?;
     // The toolchain builds the tests; the packages boot the guests.
     setup::run(&setup::Options {})?;
+    if opts.systemd {
+        return run_systemd(opts, &vm);
+    }
 
     let names: Vec<String> = if opts.kernels.is_empty() {
         ["host", "5.10", "6.1", "6.12"].map(String::from).to_vec()
@@ -208,6 +217,69 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--systemd`: the package on a systemd guest, one boot per `--kernel`.
+fn run_systemd(opts: &Options, vm: &Path) -> anyhow::Result<()> {
+    let kernels = if opts.kernels.is_empty() {
+        vec!["6.12".to_owned()]
+    } else {
+        opts.kernels.clone()
+    };
+    let mut outcomes = Vec::new();
+    for kernel in kernels {
+        let outcome = systemd_lab::run(
+            &systemd_lab::Options {
+                kernel,
+                accel: opts.accel,
+                timeout: opts.timeout,
+            },
+            vm,
+        )?;
+        eprint!("{}", systemd_lab::table(&outcome));
+        outcomes.push(outcome);
+    }
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\n{:<24} {:<26} {:>6} {:>6} {:>7}  result",
+        "guest", "release", "passed", "failed", "seconds"
+    );
+    for o in &outcomes {
+        let failed = o.failed().len();
+        let result = if failed == 0 {
+            "ok".to_owned()
+        } else {
+            format!(
+                "FAILED (logs: {}, {})",
+                o.console.display(),
+                o.results.display()
+            )
+        };
+        let _ = writeln!(
+            out,
+            "{:<24} {:<26} {:>6} {:>6} {:>7.0}  {result}",
+            o.label,
+            o.release,
+            o.checks.len() - failed,
+            failed,
+            o.seconds
+        );
+    }
+    print!("{out}");
+    let failed: Vec<&str> = outcomes
+        .iter()
+        .filter(|o| !o.failed().is_empty())
+        .map(|o| o.label.as_str())
+        .collect();
+    if !failed.is_empty() {
+        bail!(
+            "systemd lab failed on {} (serial logs in {})",
+            failed.join(", "),
+            vm.join("logs").display()
+        );
+    }
+    Ok(())
+}
+
 /// `CARGO_TARGET_DIR` when set, else the workspace's `target/`.
 fn target_dir(root: &Path) -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
@@ -249,7 +321,7 @@ fn resolve(name: &str, vm: &Path) -> anyhow::Result<Kernel> {
 
 /// The cached `vmlinuz` of a Debian series, with the modules the tests
 /// need beside it in `modules/`, downloading them on first use.
-fn debian_kernel(series: &Series, vm: &Path) -> anyhow::Result<PathBuf> {
+pub fn debian_kernel(series: &Series, vm: &Path) -> anyhow::Result<PathBuf> {
     let dir = vm.join("kernels").join(series.name);
     let vmlinuz = dir.join("vmlinuz");
     let modules = dir.join("modules");
@@ -581,10 +653,17 @@ const APPLETS: &[&str] = &[
 /// Bump when the base archive changes in a way `INIT` does not show.
 const BASE_REVISION: u32 = 3;
 
-/// Test binaries that do not depend on the kernel and need host tools the
-/// guest lacks (rsyslogd, systemd-analyze) or only exercise user space:
-/// they run on the host row only.
-const HOST_ONLY: &[&str] = &["rules_list", "service", "syslog_sink", "systemd_unit"];
+/// Test binaries that do not depend on the kernel and need host tools or
+/// data the guest lacks (rsyslogd, systemd-analyze, the zoneinfo database
+/// that maintenance windows read) or only exercise user space: `cargo test`
+/// runs them on the host, the matrix skips them.
+const HOST_ONLY: &[&str] = &[
+    "exclusions",
+    "rules_list",
+    "service",
+    "syslog_sink",
+    "systemd_unit",
+];
 
 /// The guest's `/bin/true`: a 129-byte static ELF that calls
 /// `exit_group(0)`. Not a busybox symlink: the kernel resolves symlinks, and

@@ -18,9 +18,10 @@ use std::io;
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, ProgramArray, RingBuf},
     programs::{BtfTracePoint, ProgramError, TracePoint},
 };
+use sensor_common::prevent::{Dfa, MODE_OFF, Policy, State};
 use tokio::io::unix::AsyncFd;
 use tracing::{debug, info, warn};
 
@@ -68,6 +69,11 @@ pub enum CaptureError {
     Map(&'static str, #[source] aya::maps::MapError),
     #[error("registering the ring buffer with the event loop")]
     Poll(#[source] io::Error),
+    #[error(
+        "prevention needs the BTF tracepoint and bpf_loop (Linux 5.17 or later); this kernel \
+         refused the prevention program ({0}); remove the prevent: rules to run detection only"
+    )]
+    Prevention(#[source] ProgramError),
 }
 
 /// Which hook carries the records.
@@ -85,6 +91,9 @@ pub struct Options {
     pub ringbuf_bytes: u32,
     /// Skip `tp_btf` and use the classic tracepoint (tests of the fallback).
     pub force_tracepoint: bool,
+    /// Load `sched_process_exec_prevent` (capture plus prevention) instead
+    /// of the capture-only program; refused on kernels without it.
+    pub prevent: bool,
 }
 
 impl Default for Options {
@@ -92,6 +101,7 @@ impl Default for Options {
         Options {
             ringbuf_bytes: DEFAULT_RINGBUF_BYTES,
             force_tracepoint: false,
+            prevent: false,
         }
     }
 }
@@ -104,6 +114,83 @@ pub struct Sensor {
     lost: PerCpuArray<MapData, u64>,
     hook: Hook,
     decode_errors: u64,
+    /// Prevention's maps, when the prevention program is attached.
+    prevention: Option<PreventMaps>,
+}
+
+/// Prevention's maps (`sensor_common::prevent`), written by the daemon.
+pub struct PreventMaps {
+    policy: Array<MapData, Policy>,
+    image: Array<MapData, Dfa>,
+    argv: Array<MapData, Dfa>,
+    state: Array<MapData, State>,
+    tracked: HashMap<MapData, u32, u32>,
+}
+
+impl PreventMaps {
+    fn take(ebpf: &mut Ebpf) -> Result<PreventMaps, CaptureError> {
+        fn array<V: aya::Pod>(
+            ebpf: &mut Ebpf,
+            name: &'static str,
+        ) -> Result<Array<MapData, V>, CaptureError> {
+            let map = ebpf.take_map(name).ok_or(CaptureError::MissingMap(name))?;
+            Array::try_from(map).map_err(|e| CaptureError::Map(name, e))
+        }
+        let tracked = ebpf
+            .take_map("TRACKED")
+            .ok_or(CaptureError::MissingMap("TRACKED"))?;
+        Ok(PreventMaps {
+            policy: array(ebpf, "POLICY")?,
+            image: array(ebpf, "IMAGE_DFA")?,
+            argv: array(ebpf, "ARGV_DFA")?,
+            state: array(ebpf, "PREVENT_STATE")?,
+            tracked: HashMap::try_from(tracked).map_err(|e| CaptureError::Map("TRACKED", e))?,
+        })
+    }
+
+    /// Installs a policy: prevention is switched off while the tables are
+    /// written (the kernel reads them without a lock), then `state` is
+    /// written with the new mode. Kill totals survive; the breaker's window
+    /// and `tripped` start afresh.
+    pub fn install(
+        &mut self,
+        tables: &crate::prevent::policy::Tables,
+        mut state: State,
+    ) -> Result<(), aya::maps::MapError> {
+        let mut current = self.state.get(&0, 0)?;
+        current.mode = MODE_OFF;
+        current.track = 1;
+        self.state.set(0, current, 0)?;
+        // By reference: the tables are boxed, the DFAs ~145 KiB each.
+        self.policy.set(0, tables.policy.as_ref(), 0)?;
+        self.image.set(0, tables.image.as_ref(), 0)?;
+        self.argv.set(0, tables.argv.as_ref(), 0)?;
+        state.kills = current.kills;
+        state.would_kill = current.would_kill;
+        state.track = 1;
+        self.state.set(0, state, 0)
+    }
+
+    /// The kernel's switch and counters.
+    pub fn state(&self) -> Result<State, aya::maps::MapError> {
+        self.state.get(&0, 0)
+    }
+
+    /// Writes the switch back (after `tripped` was seen, or to stop).
+    pub fn set_state(&mut self, state: State) -> Result<(), aya::maps::MapError> {
+        self.state.set(0, state, 0)
+    }
+
+    /// Adds allow-tracking entries (see `prevent::seed_tracked`); an entry
+    /// the kernel already made is kept.
+    pub fn seed(&mut self, entries: &[(u32, u32)]) {
+        for (tgid, flags) in entries {
+            // BPF_NOEXIST: a fork or exec seen since attach knows better.
+            if let Err(e) = self.tracked.insert(tgid, flags, 1) {
+                debug!(tgid, error = %e, "allow-tracking seed");
+            }
+        }
+    }
 }
 
 impl Sensor {
@@ -136,7 +223,12 @@ impl Sensor {
             .map_max_entries("EVENTS", ring)
             .load(PROGRAM)?;
 
-        let hook = attach(&mut ebpf, &kernel_btf, options.force_tracepoint)?;
+        let hook = attach(
+            &mut ebpf,
+            &kernel_btf,
+            options.force_tracepoint,
+            options.prevent,
+        )?;
         drop(kernel_btf);
         release_free_memory();
         info!(?hook, cpus, ringbuf_bytes = ring, "exec capture attached");
@@ -153,13 +245,24 @@ impl Sensor {
             .take_map("LOST")
             .ok_or(CaptureError::MissingMap("LOST"))?;
         let lost = PerCpuArray::try_from(lost).map_err(|e| CaptureError::Map("LOST", e))?;
+        let prevention = if options.prevent {
+            Some(PreventMaps::take(&mut ebpf)?)
+        } else {
+            None
+        };
         Ok(Sensor {
             _ebpf: ebpf,
             ring,
             lost,
             hook,
             decode_errors: 0,
+            prevention,
         })
+    }
+
+    /// Prevention's maps, when the prevention program is attached.
+    pub fn prevention(&mut self) -> Option<&mut PreventMaps> {
+        self.prevention.as_mut()
     }
 
     pub fn hook(&self) -> Hook {
@@ -226,10 +329,21 @@ fn drain(
     n
 }
 
-fn attach(ebpf: &mut Ebpf, btf: &aya::Btf, force_tracepoint: bool) -> Result<Hook, CaptureError> {
-    const BTF_PROG: &str = "sched_process_exec";
+fn attach(
+    ebpf: &mut Ebpf,
+    btf: &aya::Btf,
+    force_tracepoint: bool,
+    prevent: bool,
+) -> Result<Hook, CaptureError> {
     const TP_PROG: &str = "sched_process_exec_tp";
-    let btf_error = if force_tracepoint {
+    const BTF_PROG: &str = "sched_process_exec";
+    // Prevention has no fallback: the classic tracepoint program lacks
+    // `bprm`, and a kernel without bpf_loop cannot run the scans. Refusing
+    // is better than running a sensor that was asked to prevent and can't.
+    if prevent {
+        install_prevention(ebpf, btf).map_err(CaptureError::Prevention)?;
+    }
+    let btf_error = if force_tracepoint && !prevent {
         ProgramError::UnexpectedProgramType
     } else {
         match attach_btf(ebpf, btf, BTF_PROG, "sched_process_exec") {
@@ -248,6 +362,7 @@ fn attach(ebpf: &mut Ebpf, btf: &aya::Btf, force_tracepoint: bool) -> Result<Hoo
                 }
                 return Ok(Hook::BtfTracepoint);
             }
+            Err(e) if prevent => return Err(CaptureError::Prevention(e)),
             Err(e) => {
                 warn!(error = %e, "tp_btf/sched_process_exec refused; using the classic tracepoint");
                 e
@@ -270,6 +385,29 @@ fn attach(ebpf: &mut Ebpf, btf: &aya::Btf, force_tracepoint: bool) -> Result<Hoo
             classic: Box::new(classic),
         }),
     }
+}
+
+/// Loads the prevention program (not attached: the exec program
+/// tail-calls it) and puts it in slot 0 of `PREVENT_PROG`.
+fn install_prevention(ebpf: &mut Ebpf, btf: &aya::Btf) -> Result<(), ProgramError> {
+    const PROG: &str = "sched_process_exec_prevent";
+    let prog: &mut BtfTracePoint = ebpf
+        .program_mut(PROG)
+        .ok_or(ProgramError::UnexpectedProgramType)?
+        .try_into()?;
+    retry_interrupted(|| prog.load("sched_process_exec", btf))?;
+    let fd = prog.fd()?.try_clone().map_err(|e| {
+        ProgramError::SyscallError(aya::sys::SyscallError {
+            call: "dup",
+            io_error: e,
+        })
+    })?;
+    let map = ebpf
+        .map_mut("PREVENT_PROG")
+        .ok_or(ProgramError::UnexpectedProgramType)?;
+    let mut slots = ProgramArray::try_from(map).map_err(ProgramError::MapError)?;
+    slots.set(0, &fd, 0).map_err(ProgramError::MapError)?;
+    Ok(())
 }
 
 fn attach_btf(

@@ -55,6 +55,7 @@ pub fn from_btf(btf: &Btf, tracepoint: TracepointLayout) -> Result<Offsets, BtfE
         upid_nr: at("upid", "nr")?,
         tp_filename_loc: tracepoint.filename_loc,
         tp_old_pid: tracepoint.old_pid,
+        task_flags: at("task_struct", "flags")?,
     })
 }
 

@@ -77,6 +77,10 @@ pub struct ExecRecord {
     /// depth (0 = the initial namespace, where `ns_pid == tgid`).
     pub ns_pid: u32,
     pub ns_level: u32,
+    /// Prevention's verdict (`sensor_common::prevent::verdict` bits) and
+    /// the prevented rules that matched, by policy bit; 0 when off.
+    pub prevent: u32,
+    pub prevent_rules: u32,
 }
 
 impl ExecRecord {
@@ -195,6 +199,8 @@ pub fn decode_exec(bytes: &[u8]) -> Result<ExecRecord, DecodeError> {
         flags: h.flags,
         ns_pid: h.ns_pid,
         ns_level: h.ns_level,
+        prevent: h.prevent,
+        prevent_rules: h.prevent_rules,
     })
 }
 

@@ -587,7 +587,7 @@ fn base64_offsets(data: &[u8]) -> Vec<String> {
 
 /// A piece of a Sigma string after escapes and wildcards are read.
 #[derive(Debug, Clone, PartialEq)]
-enum Part {
+pub(super) enum Part {
     Lit(String),
     /// `*`
     AnyRun,
@@ -600,7 +600,7 @@ enum Part {
 /// Reads a Sigma string: `*` and `?` are wildcards; `\*`, `\?` and `\\`
 /// are the literal characters; a backslash before anything else (or at the
 /// end) is itself, so `C:\Windows` keeps its backslash (pySigma's rules).
-fn sigma_parts(s: &str) -> Vec<Part> {
+pub(super) fn sigma_parts(s: &str) -> Vec<Part> {
     let mut parts = Vec::new();
     let mut lit = String::new();
     let mut chars = s.chars().peekable();

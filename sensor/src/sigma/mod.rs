@@ -58,6 +58,7 @@
 mod compile;
 mod condition;
 mod error;
+pub mod kernel;
 mod literals;
 mod matcher;
 mod modifier;
@@ -125,6 +126,9 @@ pub struct Rule {
     /// Sigma filters ANDed onto this rule's condition, in load order.
     pub filters: Vec<FilterMeta>,
     matcher: RuleMatcher,
+    /// The detection as written, for [`kernel::compile`] (prevention
+    /// compiles its own tables from it, not from the matcher).
+    detection: rule::Detection,
 }
 
 impl Rule {
@@ -300,6 +304,7 @@ impl FilterSet {
                 },
                 filters: Vec::new(),
                 matcher: filter.matcher,
+                detection: filter.detection,
             });
             set.targets
                 .push(filter.targets.into_iter().map(|(t, _)| t).collect());
@@ -355,6 +360,7 @@ struct PendingFilter {
     label: Option<String>,
     targets: Vec<(String, Position)>,
     matcher: RuleMatcher,
+    detection: rule::Detection,
 }
 
 impl Loading {
@@ -481,7 +487,9 @@ fn load_document(source: &str, doc: &yaml::RuleDocument, loading: &mut Loading) 
     }
     let compiled = match rule::parse(node, source) {
         Ok(model) => {
-            compile::compile(model.detection, &mut report.rules.fields).map(|m| (model.meta, m))
+            let detection = model.detection.clone();
+            compile::compile(model.detection, &mut report.rules.fields)
+                .map(|m| (model.meta, m, detection))
         }
         Err((mut errors, searches)) => {
             // Also compile the searches that parsed, into a throwaway field
@@ -493,7 +501,7 @@ fn load_document(source: &str, doc: &yaml::RuleDocument, loading: &mut Loading) 
         }
     };
     match compiled {
-        Ok((meta, matcher)) => {
+        Ok((meta, matcher, detection)) => {
             if let Some(id) = &meta.id {
                 let here = format!("{}:{}", meta.source, meta.position);
                 if let Some(first) = loading.ids.get(id) {
@@ -512,6 +520,7 @@ fn load_document(source: &str, doc: &yaml::RuleDocument, loading: &mut Loading) 
                 meta,
                 filters: Vec::new(),
                 matcher,
+                detection,
             });
         }
         Err(mut errors) => {
@@ -533,8 +542,11 @@ fn load_filter(source: &str, node: &yaml::Node, label: Option<String>, loading: 
         kind,
     };
     let compiled = match rule::parse_filter(node, source) {
-        Ok(model) => compile::compile(model.detection, &mut report.rules.fields)
-            .map(|m| (model.meta, model.targets, m)),
+        Ok(model) => {
+            let detection = model.detection.clone();
+            compile::compile(model.detection, &mut report.rules.fields)
+                .map(|m| (model.meta, model.targets, m, detection))
+        }
         Err((mut errors, searches)) => {
             if let Err(mut more) = compile::compile_searches(searches, &mut FieldTable::default()) {
                 errors.append(&mut more);
@@ -543,11 +555,12 @@ fn load_filter(source: &str, node: &yaml::Node, label: Option<String>, loading: 
         }
     };
     match compiled {
-        Ok((meta, targets, matcher)) => loading.filters.push(PendingFilter {
+        Ok((meta, targets, matcher, detection)) => loading.filters.push(PendingFilter {
             meta,
             label,
             targets,
             matcher,
+            detection,
         }),
         Err(mut errors) => {
             errors.sort_by_key(|(pos, _)| *pos);

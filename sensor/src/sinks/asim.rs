@@ -155,6 +155,7 @@ mod tests {
             },
             host_state: None,
             related: Vec::new(),
+            prevention: None,
             suppressed_by: suppressed_by.map(str::to_owned),
             suppression: None,
             process: json!({"Image": "/usr/bin/systemctl", "CommandLine": "systemctl stop kesl"}),

@@ -83,11 +83,15 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
          `cargo xtask bench exec --seconds {}`: one storm thread per core forks and \
          execs `/bin/true` as fast as it can (1% of the execs a stand-in \
          `pkill -9 wdserver` that a bundled rule matches), without the sensor, \
-         with it, without, with. The daemon runs the bundled rules plus the 144 \
-         SigmaHQ linux rules with `--all-events`, so every exec it received is in \
-         its output and is matched to the storm's pids. CPU is the daemon's \
-         user + system time from `/proc`; latency is the kernel's exec timestamp \
-         against the alert line's.\n\n{exec}\n\
+         with it, with it as deployed, and all that twice. The daemon runs the \
+         bundled rules plus the 144 SigmaHQ linux rules; in the first table with \
+         `--all-events`, so every exec it received is in its output and is \
+         matched to the storm's pids; in the second as deployed (alerts only), \
+         the runs the CPU, memory, latency and rate targets are read on. CPU is \
+         the daemon's user + system time from `/proc`; latency is the kernel's \
+         exec timestamp against the alert line's. Last, prevention's in-kernel \
+         cost: the sensor alone against the sensor preventing every decidable \
+         bundled rule (dry-run), interleaved.\n\n{exec}\n\
          ## Ring buffer size\n\n\
          `cargo xtask bench exec --seconds {} {}`: the same storm with \
          smaller rings; `lost` is what the kernel side counted, `seen` the \
@@ -101,7 +105,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
          `cargo xtask bench soak --minutes {}`: the storm at saturation without \
          `--all-events`, a sample every 10 s of the daemon's counters (over its \
          status socket) and its RSS.\n\n{soak}",
-        (4 * opts.exec_seconds
+        (10 * opts.exec_seconds
             + 4 * opts.ringbuf_sizes.len() as u64 * opts.sweep_seconds
             + 60 * opts.soak_minutes
             + 90)
