@@ -18,7 +18,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("matcher") => matcher::Options::parse(&args[1..]).and_then(|o| matcher::run(&o)),
         _ => Err(anyhow::anyhow!(
-            "usage: sigexec-bench matcher [--seconds N] [--verbose]"
+            "usage: sigexec-bench matcher [--seconds N | --passes N] [--workload benign|suspicious] [--verbose] [--sigexec-only]"
         )),
     };
     match result {

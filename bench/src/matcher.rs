@@ -41,6 +41,11 @@ pub struct Options {
     verbose: bool,
     /// Measure sigexec only (for profilers).
     sigexec_only: bool,
+    /// Run exactly this many timed passes instead of `seconds` worth, so
+    /// that an instruction-counting profiler sees the same work each run.
+    passes: Option<usize>,
+    /// Only the workload of this name (`benign` or `suspicious`).
+    workload: Option<String>,
 }
 
 impl Options {
@@ -49,6 +54,8 @@ impl Options {
             seconds: 2.0,
             verbose: false,
             sigexec_only: false,
+            passes: None,
+            workload: None,
         };
         let mut it = args.iter();
         while let Some(arg) = it.next() {
@@ -61,6 +68,17 @@ impl Options {
                 }
                 "--verbose" => opts.verbose = true,
                 "--sigexec-only" => opts.sigexec_only = true,
+                "--workload" => {
+                    let v = it.next().context("--workload needs a name")?;
+                    opts.workload = Some(v.clone());
+                }
+                "--passes" => {
+                    let v = it.next().context("--passes needs a value")?;
+                    opts.passes = Some(
+                        v.parse()
+                            .with_context(|| format!("--passes {v}: not a count"))?,
+                    );
+                }
                 other => bail!("matcher: unknown option {other:?}"),
             }
         }
@@ -89,10 +107,16 @@ struct Row {
 pub fn run(opts: &Options) -> anyhow::Result<()> {
     let root = workspace_root();
     let (sources, dropped) = rule_sources(&root)?;
-    let workloads = [
+    let mut workloads = vec![
         workload(&root, "benign", EXPECTED_BENIGN_HITS)?,
         workload(&root, "suspicious", EXPECTED_SUSPICIOUS_HITS)?,
     ];
+    if let Some(only) = &opts.workload {
+        workloads.retain(|w| w.name == only);
+        if workloads.is_empty() {
+            bail!("--workload {only}: no such workload (benign, suspicious)");
+        }
+    }
 
     let mut rows = Vec::new();
 
@@ -120,7 +144,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     let results = workloads
         .iter()
         .map(|w| {
-            measure(opts.seconds, w.sigexec.len(), || {
+            measure(opts, w.sigexec.len(), || {
                 let mut hits = 0;
                 for e in &w.sigexec {
                     out.clear();
@@ -164,7 +188,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         .iter()
         .map(|w| {
             let events: Vec<_> = w.json.iter().map(rsigma_eval::JsonEvent::borrow).collect();
-            measure(opts.seconds, events.len(), || {
+            measure(opts, events.len(), || {
                 events
                     .iter()
                     .map(|e| engine.evaluate(black_box(e)).len())
@@ -193,7 +217,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     let results = workloads
         .iter()
         .map(|w| {
-            measure(opts.seconds, w.sigma_rust.len(), || {
+            measure(opts, w.sigma_rust.len(), || {
                 w.sigma_rust
                     .iter()
                     .map(|e| rules.iter().filter(|r| r.is_match(black_box(e))).count())
@@ -273,14 +297,15 @@ fn print_table(sources: &[Source], dropped: &[String], workloads: &[Workload], r
 }
 
 /// Runs `pass` (one pass over `events` events, returning its hit count)
-/// once to warm up, then repeatedly for at least `seconds` of this
-/// thread's CPU time; every pass must give the same count. Returns
+/// once to warm up, then repeatedly for at least `opts.seconds` of this
+/// thread's CPU time (or exactly `opts.passes` times, at least once);
+/// every pass must give the same count. Returns
 /// (events per CPU-second, hits per pass).
 ///
 /// CPU time, not wall time: the machines this runs on are often busy
 /// building, and time spent descheduled is not the matcher's.
 fn measure(
-    seconds: f64,
+    opts: &Options,
     events: usize,
     mut pass: impl FnMut() -> usize,
 ) -> anyhow::Result<(f64, usize)> {
@@ -288,7 +313,11 @@ fn measure(
     let start = thread_cpu_seconds()?;
     let mut passes = 0usize;
     let mut elapsed = 0.0;
-    while passes < 3 || elapsed < seconds {
+    let more = |passes: usize, elapsed: f64| match opts.passes {
+        Some(n) => passes < n.max(1),
+        None => passes < 3 || elapsed < opts.seconds,
+    };
+    while more(passes, elapsed) {
         let again = pass();
         if again != hits {
             bail!("hit count changed between passes: {hits} then {again}");

@@ -121,6 +121,10 @@ pub(crate) enum ValueMatcher {
     Lit(super::literals::LitId),
     /// Any of these literals (`base64offset` after indexing).
     AnyLit(Vec<super::literals::LitId>),
+    /// A `|re` value (compared as [`ValueMatcher::Str`]) and the literals
+    /// of the index one of which every match starts with: what makes its
+    /// rule a candidate, not a test.
+    RegexLits(StrMatcher, Vec<super::literals::LitId>),
     /// `cidr`: the field's text is an address inside this network.
     Cidr(Cidr),
     /// `lt`/`lte`/`gt`/`gte`: the field is a number (or its decimal text)
@@ -196,8 +200,10 @@ pub(crate) enum StrKind {
     /// Wildcards or windash inside: an anchored regex over the (lowercased
     /// unless cased) text.
     Pattern(Regex),
-    /// `|re`: unanchored search over the original text.
-    Regex(Regex),
+    /// `|re`: unanchored search over the original text, and literals one
+    /// of which starts every match ([`regex_prefixes`]; empty when there
+    /// is no such small set), for the literal index.
+    Regex(Regex, Vec<String>),
 }
 
 /// Compiles a parsed detection, interning its fields in `fields`. Every
@@ -673,7 +679,7 @@ fn str_matcher(value: &str, mods: &Modifiers) -> Result<StrMatcher, ItemError> {
             .build()
             .map_err(|e| ItemError::Regex(regex_error(&e)))?;
         return Ok(StrMatcher {
-            kind: StrKind::Regex(regex),
+            kind: StrKind::Regex(regex, regex_prefixes(value, flags)),
             cased: true,
         });
     }
@@ -720,6 +726,47 @@ fn parts_matcher(mut parts: Vec<Part>, mods: &Modifiers) -> Result<StrMatcher, I
         kind,
         cased: mods.cased,
     })
+}
+
+/// Most literals [`regex_prefixes`] returns; a larger set (say, the case
+/// variants of a long `(?i)` word) is no use as a prefilter.
+const MAX_PREFIXES: usize = 16;
+
+/// Literals one of which every match of `|re` value `value` (with
+/// `flags`) starts with, so the text must contain one of them; empty when
+/// there is no such set of at most [`MAX_PREFIXES`] non-empty UTF-8
+/// strings. regex-syntax's prefix extraction with the flags the regex is
+/// built with: a finite sequence covers a prefix of every match
+/// (look-around assertions are read as matching anywhere, which only
+/// makes the set larger).
+fn regex_prefixes(value: &str, flags: super::modifier::ReFlags) -> Vec<String> {
+    use regex_syntax::hir::literal::{ExtractKind, Extractor};
+    let Ok(hir) = regex_syntax::ParserBuilder::new()
+        .case_insensitive(flags.ignore_case)
+        .multi_line(flags.multi_line)
+        .dot_matches_new_line(flags.dot_all)
+        .build()
+        .parse(value)
+    else {
+        return Vec::new();
+    };
+    let seq = Extractor::new().kind(ExtractKind::Prefix).extract(&hir);
+    let Some(literals) = seq.literals() else {
+        return Vec::new();
+    };
+    // No literal at all: the regex matches nothing; say nothing rather
+    // than mark the rule as never a candidate.
+    if literals.is_empty()
+        || literals.len() > MAX_PREFIXES
+        || literals.iter().any(|l| l.as_bytes().is_empty())
+    {
+        return Vec::new();
+    }
+    literals
+        .iter()
+        .map(|l| String::from_utf8(l.as_bytes().to_vec()).ok())
+        .collect::<Option<Vec<_>>>()
+        .unwrap_or_default()
 }
 
 fn pattern_regex(parts: &[Part]) -> Result<Regex, ItemError> {
@@ -803,6 +850,34 @@ mod tests {
             kind("a*b", Modifiers::default()),
             StrKind::Pattern(_)
         ));
+    }
+
+    #[test]
+    fn regex_prefixes_start_every_match() {
+        use super::super::modifier::ReFlags;
+        let plain = ReFlags::default();
+        let mut prefixes = regex_prefixes(r#"-(W|R)\s?(\s|"|')([0-9a-fA-F]{2}\s?){2,20}"#, plain);
+        prefixes.sort();
+        assert!(
+            prefixes.len() >= 2
+                && prefixes
+                    .iter()
+                    .all(|p| p.starts_with("-W") || p.starts_with("-R")),
+            "{prefixes:?}"
+        );
+        // Case-insensitive: every case variant is listed, or nothing.
+        let insensitive = ReFlags {
+            ignore_case: true,
+            ..plain
+        };
+        let mut ab = regex_prefixes("ab", insensitive);
+        ab.sort();
+        assert_eq!(ab, ["AB", "Ab", "aB", "ab"]);
+        // No small set, or a match that can be empty: no requirement.
+        assert!(regex_prefixes("(?i)kaspersky", plain).is_empty());
+        assert!(regex_prefixes("a*", plain).is_empty());
+        assert!(regex_prefixes(".*x", plain).is_empty());
+        assert!(regex_prefixes("[^a]", plain).is_empty());
     }
 
     #[test]

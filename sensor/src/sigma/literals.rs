@@ -9,31 +9,42 @@
 //!    by [`ValueMatcher::Lit`] in the rule's tree, so evaluation reads a
 //!    bit instead of comparing text again. The same text on the same field
 //!    and case mode shares one automaton pattern; the same text with the
-//!    same anchor shares one id.
-//! 2. For each rule, [`required`] walks the condition and finds a set of
-//!    literal ids such that the rule cannot match unless one of them is
-//!    found. Where an AND offers a choice, it takes the set least likely
-//!    to be found in an ordinary event (long, anchored literals over short
-//!    `contains` ones, by [`Literal::cost`]), so a benign command line
-//!    makes few rules candidates. Rules where no such set exists (a `not`,
-//!    a regex, a keyword search or `exists` on every path) are always
-//!    evaluated.
+//!    same anchor shares one id. Two kinds of literal replace nothing and
+//!    only make rules candidates: a `|re` value's prefix literals (one of
+//!    which starts every match; [`ValueMatcher::RegexLits`]) and a field's
+//!    presence literal (`exists: true`).
+//! 2. For each rule, `Requirements::of` walks the condition and finds a
+//!    set of literal ids such that the rule cannot match unless one of
+//!    them is found. Where an AND offers a choice, it takes the set least
+//!    likely to be found in an ordinary event (long, anchored literals
+//!    over short `contains` ones, by [`Literal::cost`]), so a benign
+//!    command line makes few rules candidates. Rules where no such set
+//!    exists (a `not`, a wildcard pattern, a keyword search on every path)
+//!    are always evaluated.
 //! 3. Only literals in some rule's required set are indexed. The others
 //!    get their original matcher back: they are compared only when their
 //!    rule is a candidate, which keeps short, common literals (`-c`, `sh`,
 //!    `0`) out of the automata, where they would match on nearly every
 //!    event.
 //!
-//! Per event (`matcher::EventCache::scan`): each indexed field's text is
-//! lowercased once and searched once with overlapping matches; a match is a
-//! hit when its position satisfies the anchor (whole text, start, end,
-//! anywhere). The hits mark candidate rules; only candidates and the
-//! always-evaluated rules are then evaluated.
+//! Scans ([`FieldScan`]), one per field and case mode, sorted by field: a
+//! field with more than [`FEW`] `contains` literals gets one unanchored DFA
+//! walked over its whole text that also holds its anchored literals (and,
+//! checked exactly, its ASCII `|cased` ones); other fields get anchored
+//! walks from the start and (reversed) from the end, and a few memchr
+//! searches for their `contains` literals.
+//!
+//! Per event (`matcher::EventCache::scan`): each indexed field is fetched
+//! once; ASCII text is searched as is (the automata ignore ASCII case),
+//! other text lowercased first; a match is a hit when its position
+//! satisfies the anchor (whole text, start, end, anywhere). The hits mark
+//! candidate rules; only candidates and the always-evaluated rules are
+//! then evaluated.
 //!
 //! The walks recurse as deep as a search (two levels) or a condition
 //! (bounded by `condition::MAX_NESTING`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use aho_corasick::dfa::DFA;
 use aho_corasick::{MatchKind, StartKind};
@@ -55,7 +66,9 @@ pub(crate) enum Group {
     Start,
     /// Suffix literals, reversed: an anchored search of the reversed text.
     End,
-    /// `contains` literals: an unanchored search of the whole text.
+    /// `contains` literals, and any other literals of a field that has
+    /// more than [`FEW`] `contains` ones: an unanchored search of the whole
+    /// text, anchors checked by match position.
     Anywhere,
 }
 
@@ -70,7 +83,28 @@ pub(crate) struct FieldScan {
     /// The patterns as searched (reversed for [`Group::End`]).
     pub(crate) patterns: Vec<Vec<u8>>,
     /// Automaton pattern id -> the literals with that text.
-    pub(crate) targets: Vec<Vec<(LitId, Anchor)>>,
+    pub(crate) targets: Vec<Vec<Target>>,
+    /// Run only if the field's case-insensitive walk did not check its
+    /// literals exactly (see [`Target::exact`]): for non-ASCII text.
+    pub(crate) fallback: bool,
+    /// The shortest pattern's length: a shorter text holds none of them
+    /// (long path literals on short fields are common), so the scan is
+    /// skipped before any setup.
+    pub(crate) min_len: usize,
+}
+
+/// A literal a pattern of a [`FieldScan`] stands for.
+#[derive(Debug)]
+pub(crate) struct Target {
+    pub(crate) lit: LitId,
+    pub(crate) anchor: Anchor,
+    /// A `|cased` ASCII literal in a case-insensitive walk (its pattern is
+    /// its lowercase form): found only where the text has exactly these
+    /// bytes. Saves a second search of the same text for a few cased
+    /// literals (a regex's prefixes, say). Valid only when the walk ran
+    /// over the original text, so the literal also stays in a cased scan
+    /// marked [`FieldScan::fallback`].
+    pub(crate) exact: Option<Box<[u8]>>,
 }
 
 /// How one [`FieldScan`] searches.
@@ -100,12 +134,16 @@ const FEW: usize = 3;
 /// All literals of a rule set; see the module documentation.
 #[derive(Debug, Default)]
 pub(crate) struct LiteralIndex {
+    /// Sorted by field.
     pub(crate) scans: Vec<FieldScan>,
     pub(crate) literal_count: usize,
     /// Literal id -> rules that become candidates when it is found.
     pub(crate) triggers: Vec<Vec<usize>>,
     /// Rules evaluated for every event (no required literal), in order.
     pub(crate) always: Vec<usize>,
+    /// Presence literals (`exists: true` requirements) in some rule's
+    /// required set: found when the field is there and not null.
+    pub(crate) presence: Vec<(FieldId, LitId)>,
     pub(crate) rule_count: usize,
 }
 
@@ -116,7 +154,7 @@ struct PendingScan {
     group: Group,
     patterns: Vec<Vec<u8>>,
     by_text: HashMap<Vec<u8>, usize>,
-    targets: Vec<Vec<(LitId, Anchor)>>,
+    targets: Vec<Vec<Target>>,
 }
 
 /// One literal as collected: where it goes and what it replaced.
@@ -125,8 +163,12 @@ struct Literal {
     cased: bool,
     text: String,
     anchor: Anchor,
-    /// The matcher it replaced, put back if the literal is not indexed.
-    original: StrMatcher,
+    /// The matcher it replaced, put back if the literal is not indexed;
+    /// `None` for literals that replace nothing (a regex's prefixes, a
+    /// presence test).
+    original: Option<StrMatcher>,
+    /// Not text: "the field is present and not null" (`exists: true`).
+    presence: bool,
 }
 
 impl Literal {
@@ -135,6 +177,10 @@ impl Literal {
     /// literal can only be at one place of the text, not at any of ~30.
     /// Only used to compare requirement sets, so only the order matters.
     fn cost(&self) -> f64 {
+        if self.presence {
+            // Most fields a rule tests for are there in most events.
+            return 1.0;
+        }
         let len = i32::try_from(self.text.len().min(16)).unwrap_or(16);
         let places = if self.anchor == Anchor::Contains {
             1.0
@@ -149,24 +195,58 @@ impl Literal {
 #[derive(Default)]
 struct Builder {
     ids: HashMap<(FieldId, bool, String, Anchor), LitId>,
+    /// Field -> its presence literal.
+    presence: HashMap<FieldId, LitId>,
     /// By [`LitId`].
     literals: Vec<Literal>,
 }
 
 impl Builder {
-    fn literal(&mut self, field: FieldId, m: &StrMatcher, text: &str, anchor: Anchor) -> LitId {
-        let key = (field, m.cased, text.to_owned(), anchor);
+    /// The id of a text literal; `original` is the matcher it replaces,
+    /// if any (kept for the first literal of that text that has one).
+    fn literal(
+        &mut self,
+        field: FieldId,
+        cased: bool,
+        text: &str,
+        anchor: Anchor,
+        original: Option<&StrMatcher>,
+    ) -> LitId {
+        let key = (field, cased, text.to_owned(), anchor);
         if let Some(&id) = self.ids.get(&key) {
+            let lit = &mut self.literals[id];
+            if lit.original.is_none() {
+                lit.original = original.cloned();
+            }
             return id;
         }
         let id = self.literals.len();
         self.ids.insert(key, id);
         self.literals.push(Literal {
             field,
-            cased: m.cased,
+            cased,
             text: text.to_owned(),
             anchor,
-            original: m.clone(),
+            original: original.cloned(),
+            presence: false,
+        });
+        id
+    }
+
+    /// The presence literal of `field`.
+    fn presence(&mut self, field: FieldId) -> LitId {
+        if let Some(&id) = self.presence.get(&field) {
+            return id;
+        }
+        let id = self.literals.len();
+        self.presence.insert(field, id);
+        self.literals.push(Literal {
+            field,
+            cased: true,
+            text: String::new(),
+            anchor: Anchor::Whole,
+            original: None,
+            presence: true,
         });
         id
     }
@@ -181,14 +261,14 @@ impl Builder {
                 String::from_utf8(finder.needle().to_vec()).ok()?,
                 Anchor::Contains,
             ),
-            StrKind::Any | StrKind::Pattern(_) | StrKind::Regex(_) => return None,
+            StrKind::Any | StrKind::Pattern(_) | StrKind::Regex(..) => return None,
         };
         // An empty pattern matches everywhere and says nothing; keep the
         // plain comparison for it.
         if text.is_empty() {
             return None;
         }
-        Some(self.literal(field, m, &text, anchor))
+        Some(self.literal(field, m.cased, &text, anchor, Some(m)))
     }
 
     fn rewrite_search(&mut self, search: &mut SearchMatcher) {
@@ -206,6 +286,20 @@ impl Builder {
             } => {
                 for value in values.iter_mut() {
                     let lit = match value {
+                        ValueMatcher::Str(StrMatcher {
+                            kind: StrKind::Regex(_, prefixes),
+                            cased,
+                        }) if !prefixes.is_empty() => {
+                            let ids = prefixes
+                                .iter()
+                                .map(|p| self.literal(*field, *cased, p, Anchor::Contains, None))
+                                .collect();
+                            let ValueMatcher::Str(m) = std::mem::replace(value, ValueMatcher::Null)
+                            else {
+                                unreachable!("matched as Str above");
+                            };
+                            Some(ValueMatcher::RegexLits(m, ids))
+                        }
                         ValueMatcher::Str(m) => self.lit_of(*field, m).map(ValueMatcher::Lit),
                         ValueMatcher::AnyStr(ms) => ms
                             .iter()
@@ -218,6 +312,12 @@ impl Builder {
                         *value = lit;
                     }
                 }
+            }
+            ItemMatcher::Field {
+                field,
+                test: FieldTest::Exists(true),
+            } => {
+                self.presence(*field);
             }
             ItemMatcher::Not(inner) => self.rewrite_item(inner),
             ItemMatcher::Field { .. } | ItemMatcher::Keywords { .. } => {}
@@ -247,16 +347,19 @@ impl Builder {
                 ..
             } => {
                 for value in values.iter_mut() {
+                    // Lit and AnyLit ids come from `lit_of`, which always
+                    // records the matcher it replaced.
+                    let original = |id: &LitId| self.literals[*id].original.clone();
                     match value {
                         ValueMatcher::Lit(id) if !indexed[*id] => {
-                            *value = ValueMatcher::Str(self.literals[*id].original.clone());
+                            if let Some(m) = original(id) {
+                                *value = ValueMatcher::Str(m);
+                            }
                         }
                         ValueMatcher::AnyLit(ids) if ids.iter().any(|id| !indexed[*id]) => {
-                            *value = ValueMatcher::AnyStr(
-                                ids.iter()
-                                    .map(|id| self.literals[*id].original.clone())
-                                    .collect(),
-                            );
+                            if let Some(ms) = ids.iter().map(original).collect() {
+                                *value = ValueMatcher::AnyStr(ms);
+                            }
                         }
                         _ => {}
                     }
@@ -268,44 +371,69 @@ impl Builder {
     }
 
     /// The automata over the `indexed` literals, one per field, case mode
-    /// and [`Group`], in order of first appearance.
+    /// and [`Group`], sorted by field (so the pass fetches each field once).
     fn scans(&self, indexed: &[bool]) -> Vec<FieldScan> {
         let mut scan_of: HashMap<(FieldId, bool, Group), usize> = HashMap::new();
         let mut pending: Vec<PendingScan> = Vec::new();
+        // A field (in one case mode) whose `contains` literals need a DFA
+        // walk over its whole text anyway gets its anchored literals in
+        // that same walk, checked by position: one walk instead of three
+        // (each walk costs ~70 instructions before its first byte).
+        let mut contains: HashMap<(FieldId, bool), usize> = HashMap::new();
         for (id, lit) in self.literals.iter().enumerate() {
-            if !indexed[id] {
+            if indexed[id] && !lit.presence && lit.anchor == Anchor::Contains {
+                *contains.entry((lit.field, lit.cased)).or_default() += 1;
+            }
+        }
+        let walked_at =
+            |field: FieldId, cased: bool| contains.get(&(field, cased)).is_some_and(|&n| n > FEW);
+        // Fields with a cased literal that cannot ride along in the
+        // case-insensitive walk: their cased scans always run.
+        let mut cased_alone: HashSet<FieldId> = HashSet::new();
+        for (id, lit) in self.literals.iter().enumerate() {
+            if !indexed[id] || lit.presence {
                 continue;
             }
+            let walked = walked_at(lit.field, lit.cased);
+            if lit.cased {
+                if walked_at(lit.field, false) && lit.text.is_ascii() {
+                    let bytes = lit.text.to_ascii_lowercase().into_bytes();
+                    let scan = pending_scan(
+                        &mut pending,
+                        &mut scan_of,
+                        (lit.field, false, Group::Anywhere),
+                    );
+                    let pattern = scan.pattern(bytes);
+                    scan.targets[pattern].push(Target {
+                        lit: id,
+                        anchor: lit.anchor,
+                        exact: Some(lit.text.as_bytes().into()),
+                    });
+                } else {
+                    cased_alone.insert(lit.field);
+                }
+            }
             let group = match lit.anchor {
+                _ if walked => Group::Anywhere,
                 Anchor::Whole | Anchor::StartsWith => Group::Start,
                 Anchor::EndsWith => Group::End,
                 Anchor::Contains => Group::Anywhere,
             };
-            let scan = *scan_of
-                .entry((lit.field, lit.cased, group))
-                .or_insert_with(|| {
-                    pending.push(PendingScan {
-                        field: lit.field,
-                        cased: lit.cased,
-                        group,
-                        patterns: Vec::new(),
-                        by_text: HashMap::new(),
-                        targets: Vec::new(),
-                    });
-                    pending.len() - 1
-                });
-            let scan = &mut pending[scan];
+            let scan = pending_scan(&mut pending, &mut scan_of, (lit.field, lit.cased, group));
             let mut bytes = lit.text.as_bytes().to_vec();
             if group == Group::End {
                 bytes.reverse();
             }
-            let pattern = *scan.by_text.entry(bytes.clone()).or_insert_with(|| {
-                scan.patterns.push(bytes);
-                scan.targets.push(Vec::new());
-                scan.patterns.len() - 1
+            let pattern = scan.pattern(bytes);
+            scan.targets[pattern].push(Target {
+                lit: id,
+                anchor: lit.anchor,
+                exact: None,
             });
-            scan.targets[pattern].push((id, lit.anchor));
         }
+        // Case-insensitive scans of a field before its cased ones, which
+        // may be fallbacks of the former.
+        pending.sort_by_key(|p| (p.field, p.cased));
         pending
             .into_iter()
             .map(|scan| {
@@ -317,13 +445,25 @@ impl Builder {
                 // Patterns of a case-insensitive scan are lowercase; the
                 // automaton also takes `A-Z` for `a-z`, so ASCII text needs
                 // no lowercased copy (see `EventCache::scan`).
+                // No prefilter: the scan walks the DFA itself, and with
+                // one the start states would be "special" too, stopping
+                // the walk's inner loop on every return to the start.
                 let dfa = DFA::builder()
                     .match_kind(MatchKind::Standard)
                     .start_kind(start)
+                    .prefilter(false)
                     .ascii_case_insensitive(!scan.cased)
                     .build(&scan.patterns);
+                let only_contains = scan
+                    .targets
+                    .iter()
+                    .flatten()
+                    .all(|t| t.anchor == Anchor::Contains && t.exact.is_none());
                 let automaton = match (dfa, scan.group) {
-                    _ if scan.group == Group::Anywhere && scan.patterns.len() <= FEW => {
+                    _ if scan.group == Group::Anywhere
+                        && scan.patterns.len() <= FEW
+                        && only_contains =>
+                    {
                         Scanner::Few(
                             scan.patterns
                                 .iter()
@@ -335,6 +475,7 @@ impl Builder {
                     (Ok(d), Group::Anywhere) => Scanner::Anywhere(Box::new(d)),
                     (Ok(d), Group::Start | Group::End) => Scanner::Anchored(Box::new(d)),
                 };
+                let min_len = scan.patterns.iter().map(Vec::len).min().unwrap_or(0);
                 FieldScan {
                     field: scan.field,
                     cased: scan.cased,
@@ -342,9 +483,42 @@ impl Builder {
                     automaton,
                     patterns: scan.patterns,
                     targets: scan.targets,
+                    fallback: scan.cased && !cased_alone.contains(&scan.field),
+                    min_len,
                 }
             })
             .collect()
+    }
+}
+
+/// The pending scan for `key` (field, cased, group), created if new.
+fn pending_scan<'p>(
+    pending: &'p mut Vec<PendingScan>,
+    scan_of: &mut HashMap<(FieldId, bool, Group), usize>,
+    key: (FieldId, bool, Group),
+) -> &'p mut PendingScan {
+    let i = *scan_of.entry(key).or_insert_with(|| {
+        pending.push(PendingScan {
+            field: key.0,
+            cased: key.1,
+            group: key.2,
+            patterns: Vec::new(),
+            by_text: HashMap::new(),
+            targets: Vec::new(),
+        });
+        pending.len() - 1
+    });
+    &mut pending[i]
+}
+
+impl PendingScan {
+    /// The id of pattern `bytes`, added if new.
+    fn pattern(&mut self, bytes: Vec<u8>) -> usize {
+        *self.by_text.entry(bytes.clone()).or_insert_with(|| {
+            self.patterns.push(bytes);
+            self.targets.push(Vec::new());
+            self.patterns.len() - 1
+        })
     }
 }
 
@@ -359,9 +533,13 @@ pub(crate) fn build<'a>(matchers: impl Iterator<Item = &'a mut RuleMatcher>) -> 
             .for_each(|s| builder.rewrite_search(s));
     }
     let costs: Vec<f64> = builder.literals.iter().map(Literal::cost).collect();
+    let ctx = Requirements {
+        costs: &costs,
+        presence: &builder.presence,
+    };
     let required_sets: Vec<Option<Vec<LitId>>> = matchers
         .iter()
-        .map(|m| required(&m.condition, &m.searches, &costs))
+        .map(|m| ctx.of(&m.condition, &m.searches))
         .collect();
     let literal_count = builder.literals.len();
     let mut indexed = vec![false; literal_count];
@@ -381,54 +559,75 @@ pub(crate) fn build<'a>(matchers: impl Iterator<Item = &'a mut RuleMatcher>) -> 
             .iter_mut()
             .for_each(|s| builder.unindex_search(s, &indexed));
     }
+    let mut presence: Vec<(FieldId, LitId)> = builder
+        .presence
+        .iter()
+        .filter(|&(_, &id)| indexed[id])
+        .map(|(&field, &id)| (field, id))
+        .collect();
+    presence.sort_unstable();
     LiteralIndex {
         scans: builder.scans(&indexed),
         literal_count,
         triggers,
         always,
+        presence,
         rule_count: required_sets.len(),
     }
 }
 
-/// A set of literals one of which must be found for `cond` to be true,
-/// or `None` when there is no such set. Where there is a choice (an AND),
-/// the set least likely to be found in a random event, by `costs` (per
-/// literal id), so that few events make the rule a candidate.
-fn required(cond: &Cond, searches: &[SearchMatcher], costs: &[f64]) -> Option<Vec<LitId>> {
-    match cond {
-        Cond::Search(i) => searches.get(*i).and_then(|s| required_search(s, costs)),
-        Cond::Not(_) => None,
-        Cond::And(items) => cheapest(items.iter().map(|c| required(c, searches, costs)), costs),
-        Cond::Or(items) => union(items.iter().map(|c| required(c, searches, costs))),
-    }
+/// What [`Requirements::of`] needs: literal costs by id and the presence
+/// literal of each field.
+struct Requirements<'a> {
+    costs: &'a [f64],
+    presence: &'a HashMap<FieldId, LitId>,
 }
 
-fn required_search(search: &SearchMatcher, costs: &[f64]) -> Option<Vec<LitId>> {
-    match search {
-        SearchMatcher::AllOf(items) => {
-            cheapest(items.iter().map(|i| required_item(i, costs)), costs)
+impl Requirements<'_> {
+    /// A set of literals one of which must be found for `cond` to be true,
+    /// or `None` when there is no such set. Where there is a choice (an
+    /// AND), the set least likely to be found in a random event, by
+    /// `costs`, so that few events make the rule a candidate.
+    fn of(&self, cond: &Cond, searches: &[SearchMatcher]) -> Option<Vec<LitId>> {
+        match cond {
+            Cond::Search(i) => searches.get(*i).and_then(|s| self.search(s)),
+            Cond::Not(_) => None,
+            Cond::And(items) => cheapest(items.iter().map(|c| self.of(c, searches)), self.costs),
+            Cond::Or(items) => union(items.iter().map(|c| self.of(c, searches))),
         }
-        SearchMatcher::AnyOf(alts) => union(alts.iter().map(|a| required_search(a, costs))),
     }
-}
 
-fn required_item(item: &ItemMatcher, costs: &[f64]) -> Option<Vec<LitId>> {
-    let ItemMatcher::Field {
-        test: FieldTest::Values { values, all },
-        ..
-    } = item
-    else {
-        return None;
-    };
-    let each = values.iter().map(|v| match v {
-        ValueMatcher::Lit(id) => Some(vec![*id]),
-        ValueMatcher::AnyLit(ids) => Some(ids.clone()),
-        _ => None,
-    });
-    if *all {
-        cheapest(each, costs)
-    } else {
-        union(each)
+    fn search(&self, search: &SearchMatcher) -> Option<Vec<LitId>> {
+        match search {
+            SearchMatcher::AllOf(items) => cheapest(items.iter().map(|i| self.item(i)), self.costs),
+            SearchMatcher::AnyOf(alts) => union(alts.iter().map(|a| self.search(a))),
+        }
+    }
+
+    fn item(&self, item: &ItemMatcher) -> Option<Vec<LitId>> {
+        let (values, all) = match item {
+            ItemMatcher::Field {
+                test: FieldTest::Values { values, all },
+                ..
+            } => (values, *all),
+            // Present and not null is exactly what the presence literal
+            // records.
+            ItemMatcher::Field {
+                field,
+                test: FieldTest::Exists(true),
+            } => return self.presence.get(field).map(|&id| vec![id]),
+            _ => return None,
+        };
+        let each = values.iter().map(|v| match v {
+            ValueMatcher::Lit(id) => Some(vec![*id]),
+            ValueMatcher::AnyLit(ids) | ValueMatcher::RegexLits(_, ids) => Some(ids.clone()),
+            _ => None,
+        });
+        if all {
+            cheapest(each, self.costs)
+        } else {
+            union(each)
+        }
     }
 }
 

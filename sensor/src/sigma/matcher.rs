@@ -2,85 +2,178 @@
 //!
 //! An [`EventCache`] lives for one `RuleSet::matches` call: it fetches
 //! each field the rules ask for at most once and lowercases its text at
-//! most once, however many rules and values look at it. Its buffers come
-//! from a [`Scratch`] reused across events, so a benign event costs no
-//! allocation. [`EventCache::scan`] runs
-//! the literal pass of [`LiteralIndex`] first; rule evaluation then reads
-//! literal results from its bits and compares text only for wildcards,
-//! regexes and the other non-literal values.
+//! most once, however many rules and values look at it. Its state lives in
+//! a [`Scratch`] reused across events, so a benign event costs no
+//! allocation. [`EventCache::scan`] runs the literal pass of
+//! [`LiteralIndex`] first; rule evaluation then reads literal results from
+//! its bits and compares text only for wildcards, regexes and the other
+//! non-literal values.
 //!
 //! Walks are recursive but shallow by construction: searches are at most a
 //! list of mappings (two levels) and conditions are bounded by
 //! [`super::condition::MAX_NESTING`].
 
-use std::borrow::Cow;
+use std::fmt::Write as _;
 
 use super::compile::{
-    FieldTable, FieldTest, ItemMatcher, RuleMatcher, SearchMatcher, StrKind, StrMatcher,
+    FieldId, FieldTable, FieldTest, ItemMatcher, RuleMatcher, SearchMatcher, StrKind, StrMatcher,
     ValueMatcher, lowercase,
 };
 use super::condition::Cond;
 use aho_corasick::Anchored;
-use aho_corasick::automaton::Automaton;
+use aho_corasick::automaton::{Automaton, StateID};
+use aho_corasick::dfa::DFA;
 
-use super::literals::{Group, LiteralIndex, Scanner};
+use super::literals::{Group, LitId, LiteralIndex, Scanner};
 use super::modifier::{Anchor, CompareOp};
 use super::{Event, Value};
 
-/// One field of the event as the matchers see it.
-struct FieldView<'e> {
-    /// `None`: absent.
-    value: Option<Value<'e>>,
-    /// Text form of a string, integer or boolean value.
-    text: Option<Cow<'e, str>>,
-    /// Lowercased `text` once `is_lowered`, filled on first
-    /// case-insensitive use; the buffer is recycled through [`Scratch`].
+/// One field of the event as the matchers see it. Its text is copied into
+/// a buffer the view keeps from event to event: a copy of a field costs
+/// less than carrying the event's lifetime through buffers that outlive
+/// it (which std can only do by rebuilding the vector each call).
+#[derive(Debug, Default)]
+struct FieldView {
+    /// Which field (to clear its slot when the call ends).
+    field: FieldId,
+    kind: Kind,
+    /// Text form of a string, integer or boolean value; empty otherwise.
+    text: String,
+    /// Lowercased `text` when `lower` is [`Lower::Buffer`], filled on first
+    /// case-insensitive use.
     lowered: String,
-    is_lowered: bool,
+    lower: Lower,
     /// `text` is all ASCII (then lowercasing only changes `A-Z`).
     ascii: bool,
 }
 
-impl<'e> FieldView<'e> {
-    fn new(value: Option<Value<'e>>, lowered: String) -> Self {
-        let text = match &value {
-            Some(Value::Str(s)) => Some(s.clone()),
-            Some(Value::Int(n)) => Some(Cow::Owned(n.to_string())),
-            Some(Value::Bool(b)) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
-            Some(Value::Null) | None => None,
+/// What a field's value is, apart from its text.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    #[default]
+    Absent,
+    Null,
+    Str,
+    Int(i64),
+    Bool(bool),
+}
+
+/// Where a field's lowercase text is.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Lower {
+    /// Not computed yet.
+    #[default]
+    Pending,
+    /// `text` has no uppercase letter: it is its own lowercase form (most
+    /// paths and command lines), so no copy is made.
+    Text,
+    /// In `lowered`.
+    Buffer,
+}
+
+impl FieldView {
+    /// Fills the view with `value` of field `field`.
+    fn set(&mut self, field: FieldId, value: Option<Value<'_>>) {
+        self.field = field;
+        self.text.clear();
+        self.kind = match value {
+            Some(Value::Str(s)) => {
+                self.text.push_str(&s);
+                Kind::Str
+            }
+            Some(Value::Int(n)) => {
+                let _ = write!(self.text, "{n}");
+                Kind::Int(n)
+            }
+            Some(Value::Bool(b)) => {
+                self.text.push_str(if b { "true" } else { "false" });
+                Kind::Bool(b)
+            }
+            Some(Value::Null) => Kind::Null,
+            None => Kind::Absent,
         };
-        let ascii = text.as_deref().is_some_and(str::is_ascii);
-        FieldView {
-            value,
-            text,
-            lowered,
-            is_lowered: false,
-            ascii,
-        }
+        let (ascii, upper) = ascii_and_upper(self.text.as_bytes());
+        self.ascii = ascii;
+        self.lower = if ascii && !upper {
+            Lower::Text
+        } else {
+            Lower::Pending
+        };
     }
 
     fn is_null(&self) -> bool {
-        matches!(self.value, None | Some(Value::Null))
+        matches!(self.kind, Kind::Absent | Kind::Null)
+    }
+
+    fn has_text(&self) -> bool {
+        matches!(self.kind, Kind::Str | Kind::Int(_) | Kind::Bool(_))
     }
 
     /// Text in the case the matcher wants, or `None` when not textual.
     fn text_for(&mut self, cased: bool) -> Option<&str> {
-        let text = self.text.as_deref()?;
-        if cased {
-            return Some(text);
+        if !self.has_text() {
+            return None;
         }
-        if !self.is_lowered {
-            self.is_lowered = true;
-            self.lowered.clear();
-            if self.ascii {
-                self.lowered.push_str(text);
-                self.lowered.make_ascii_lowercase();
-            } else {
-                self.lowered.push_str(&lowercase(text));
+        if cased {
+            return Some(&self.text);
+        }
+        match self.lower {
+            Lower::Text => return Some(&self.text),
+            Lower::Buffer => {}
+            Lower::Pending => {
+                self.lower = Lower::Buffer;
+                self.lowered.clear();
+                if self.ascii {
+                    self.lowered.push_str(&self.text);
+                    self.lowered.make_ascii_lowercase();
+                } else {
+                    self.lowered.push_str(&lowercase(&self.text));
+                }
             }
         }
         Some(&self.lowered)
     }
+}
+
+/// Whether `bytes` are all ASCII, and whether any is `A-Z`, eight bytes at
+/// a time (the per-byte loop costs more than the literal scan of a short
+/// field). Reading the last eight bytes again for the tail is harmless:
+/// both answers are ORs over the bytes.
+fn ascii_and_upper(bytes: &[u8]) -> (bool, bool) {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    /// Per byte: `b + 0x3f` has its high bit set iff `b >= b'A'`, and
+    /// `b + 0x25` iff `b > b'Z'` (no carry between bytes while `b < 0x80`).
+    fn upper(w: u64) -> u64 {
+        w.wrapping_add(0x3f3f_3f3f_3f3f_3f3f) & !w.wrapping_add(0x2525_2525_2525_2525) & HIGH
+    }
+    if bytes.len() < 8 {
+        let mut high = 0u8;
+        let mut up = false;
+        for &b in bytes {
+            high |= b;
+            up |= b.is_ascii_uppercase();
+        }
+        return (high < 0x80, up);
+    }
+    let word = |c: &[u8]| u64::from_le_bytes(c.try_into().unwrap_or([0; 8]));
+    let mut high = 0;
+    let mut up = 0;
+    let chunks = bytes.chunks_exact(8);
+    let tail = chunks.remainder().len();
+    for c in chunks {
+        let w = word(c);
+        high |= w;
+        // Only meaningful for ASCII words; a non-ASCII text is lowercased
+        // the Unicode way whatever this says.
+        up |= upper(w);
+    }
+    if tail > 0 {
+        let w = word(&bytes[bytes.len() - 8..]);
+        high |= w;
+        up |= upper(w);
+    }
+    let ascii = high & HIGH == 0;
+    (ascii, ascii && up != 0)
 }
 
 /// A fixed-size set of small integers.
@@ -120,213 +213,325 @@ impl Bits {
     }
 }
 
-/// Buffers for matching, reused from one event to the next so that the
-/// per-event work allocates nothing in the common case: the field slots,
-/// the lowercased texts and the literal and candidate bit sets. Create one
-/// per thread and pass it to [`super::RuleSet::matches_with`];
+/// State for matching, reused from one event to the next so that the
+/// per-event work allocates nothing in the common case: the field views
+/// with their text buffers, and the literal and candidate bit sets. Create
+/// one per thread and pass it to [`super::RuleSet::matches_with`];
 /// [`super::RuleSet::matches`] uses a thread-local one.
 #[derive(Debug, Default)]
 pub struct Scratch {
-    /// Always empty between calls; only its allocation is kept.
-    fields: Vec<Option<FieldView<'static>>>,
-    /// Lowercase buffers of the last event's fields, emptied.
-    pool: Vec<String>,
+    /// Field id -> 1 + index in `views`, 0 when not fetched; all 0 between
+    /// calls (`finish` clears only the slots it used).
+    slots: Vec<u32>,
+    /// The first `used` are this event's fields in fetch order; the rest
+    /// are kept for their buffers.
+    views: Vec<FieldView>,
+    used: usize,
+    /// Every string field, original and lowercased, for keyword searches;
+    /// filled on first use (`has_strings`).
+    strings: Vec<(String, String)>,
+    has_strings: bool,
     found: Bits,
     candidates: Bits,
 }
 
-/// The same vector with another lifetime parameter, emptied. Collecting a
-/// `vec::IntoIter` through `map` into a type of the same size and
-/// alignment reuses the allocation (std's in-place collection), so this
-/// keeps the buffer without `unsafe`.
-fn relabel<'a, 'b>(mut v: Vec<Option<FieldView<'a>>>) -> Vec<Option<FieldView<'b>>> {
-    v.clear();
-    v.into_iter().map(|_| None).collect()
+/// Per-call view of the event's fields and of the literal pass.
+pub(crate) struct EventCache<'a> {
+    event: &'a dyn Event,
+    names: &'a FieldTable,
+    s: &'a mut Scratch,
 }
 
-impl std::fmt::Debug for FieldView<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FieldView")
-            .field("value", &self.value)
-            .finish()
-    }
-}
-
-/// Per-call cache of the event's fields and of the literal pass.
-pub(crate) struct EventCache<'e> {
-    event: &'e dyn Event,
-    names: &'e FieldTable,
-    fields: Vec<Option<FieldView<'e>>>,
-    /// Every string field, original and lowercased, for keyword searches.
-    strings: Option<Vec<(String, String)>>,
-    /// Literals of the index found in this event (see [`EventCache::scan`]).
-    found: Bits,
-    /// Rules worth evaluating, filled by [`EventCache::scan`].
-    candidates: Bits,
-    pool: Vec<String>,
-}
-
-impl<'e> EventCache<'e> {
-    pub(crate) fn new(event: &'e dyn Event, names: &'e FieldTable, scratch: &mut Scratch) -> Self {
-        let mut fields = relabel(std::mem::take(&mut scratch.fields));
-        fields.resize_with(names.len(), || None);
-        EventCache {
-            event,
-            names,
-            fields,
-            strings: None,
-            found: std::mem::take(&mut scratch.found),
-            candidates: std::mem::take(&mut scratch.candidates),
-            pool: std::mem::take(&mut scratch.pool),
+impl<'a> EventCache<'a> {
+    pub(crate) fn new(event: &'a dyn Event, names: &'a FieldTable, s: &'a mut Scratch) -> Self {
+        if s.slots.len() < names.len() {
+            s.slots.resize(names.len(), 0);
         }
+        EventCache { event, names, s }
     }
 
-    /// Takes back the candidate set [`EventCache::scan`] returned.
+    /// Takes the candidate set [`EventCache::scan`] filled; give it back
+    /// with [`EventCache::give_back`].
+    pub(crate) fn take_candidates(&mut self) -> Bits {
+        std::mem::take(&mut self.s.candidates)
+    }
+
+    /// Takes back the candidate set.
     pub(crate) fn give_back(&mut self, candidates: Bits) {
-        self.candidates = candidates;
+        self.s.candidates = candidates;
     }
 
-    /// Gives the buffers back to `scratch` for the next event.
-    pub(crate) fn finish(mut self, scratch: &mut Scratch) {
-        for view in self.fields.iter_mut().filter_map(Option::take) {
-            self.pool.push(view.lowered);
+    /// Leaves the scratch ready for the next event.
+    pub(crate) fn finish(self) {
+        let s = self.s;
+        for view in &s.views[..s.used] {
+            s.slots[view.field] = 0;
         }
-        scratch.fields = relabel(self.fields);
-        scratch.pool = self.pool;
-        scratch.found = self.found;
-        scratch.candidates = self.candidates;
+        s.used = 0;
+        if s.has_strings {
+            s.has_strings = false;
+            s.strings.clear();
+        }
     }
 
-    fn field(&mut self, id: usize) -> &mut FieldView<'e> {
-        let (event, names, pool) = (self.event, self.names, &mut self.pool);
-        self.fields[id].get_or_insert_with(|| {
-            FieldView::new(event.field(names.name(id)), pool.pop().unwrap_or_default())
-        })
+    /// Index in the views of field `id`, fetched from the event on first
+    /// use.
+    #[inline]
+    fn slot(&mut self, id: FieldId) -> usize {
+        match self.s.slots[id] {
+            0 => self.fetch(id),
+            slot => slot as usize - 1,
+        }
+    }
+
+    /// Fetches field `id` into the next view; returns its index.
+    #[inline(never)]
+    fn fetch(&mut self, id: FieldId) -> usize {
+        let s = &mut *self.s;
+        let i = s.used;
+        if i == s.views.len() {
+            s.views.push(FieldView::default());
+        }
+        s.views[i].set(id, self.event.field(self.names.name(id)));
+        s.used += 1;
+        // At most one view per field id, and field ids fit in memory.
+        s.slots[id] = u32::try_from(s.used).unwrap_or(u32::MAX);
+        i
+    }
+
+    fn field(&mut self, id: FieldId) -> &mut FieldView {
+        let i = self.slot(id);
+        &mut self.s.views[i]
     }
 
     /// The literal pass: searches every indexed field with its automata,
     /// records the literals found where their anchors allow, and returns
     /// the rules worth evaluating (candidates plus the always-evaluated
     /// ones), as a set of rule indices.
-    pub(crate) fn scan(&mut self, index: &LiteralIndex) -> Bits {
-        self.found.reset(index.literal_count);
-        let mut candidates = std::mem::take(&mut self.candidates);
-        candidates.reset(index.rule_count);
+    pub(crate) fn scan(&mut self, index: &LiteralIndex) {
+        self.s.found.reset(index.literal_count);
+        self.s.candidates.reset(index.rule_count);
+        let candidates = &mut self.s.candidates;
         for &rule in &index.always {
             candidates.set(rule);
         }
+        // Scans are sorted by field: fetch each field once.
+        let mut last = None;
+        let mut slot = 0;
+        // This field's case-insensitive walk ran over its original text, so
+        // it checked the cased literals it carries (`Target::exact`).
+        let mut exact_done = false;
         for scan in &index.scans {
-            let (event, names, pool) = (self.event, self.names, &mut self.pool);
-            let view = self.fields[scan.field].get_or_insert_with(|| {
-                FieldView::new(
-                    event.field(names.name(scan.field)),
-                    pool.pop().unwrap_or_default(),
-                )
-            });
+            if last != Some(scan.field) {
+                last = Some(scan.field);
+                slot = self.slot(scan.field);
+                exact_done = false;
+            }
+            if scan.fallback && exact_done {
+                continue;
+            }
+            let Scratch {
+                views,
+                found,
+                candidates,
+                ..
+            } = &mut *self.s;
+            let view = &mut views[slot];
             // Case-insensitive automata ignore ASCII case themselves, so
             // ASCII text is searched as is and lowercased only if a
             // candidate rule compares it; other text is lowercased first
-            // (Unicode folding can change its bytes).
+            // (Unicode folding can change its bytes). Text with no
+            // uppercase letter is its own lowercase form.
             let as_is = scan.cased
+                || view.lower == Lower::Text
                 || (view.ascii && !matches!(scan.automaton, Scanner::Naive | Scanner::Few(_)));
             let text = if as_is {
-                view.text.as_deref()
+                view.has_text().then_some(view.text.as_str())
             } else {
                 view.text_for(false)
             };
-            let Some(text) = text else {
+            let Some(text) = text.filter(|t| t.len() >= scan.min_len) else {
                 continue;
             };
-            let found = &mut self.found;
-            let mut hit = |pattern: usize, end: usize| {
-                for &(lit, anchor) in scan.targets.get(pattern).into_iter().flatten() {
-                    // Start-group matches begin at 0 and end-group ones end
-                    // at the end (anchored searches); only a whole-text
-                    // literal needs one more check.
-                    if (anchor != Anchor::Whole || end == text.len()) && !found.get(lit) {
-                        found.set(lit);
-                        for &rule in index.triggers.get(lit).into_iter().flatten() {
-                            candidates.set(rule);
-                        }
+            let len = text.len();
+            let haystack = text.as_bytes();
+            // `start..end`: where the pattern was found, in the text's
+            // order.
+            let mut hit = |pattern: usize, start: usize, end: usize| {
+                for target in scan.targets.get(pattern).into_iter().flatten() {
+                    if let Some(exact) = &target.exact
+                        && !(as_is && haystack.get(start..end) == Some(&exact[..]))
+                    {
+                        continue;
+                    }
+                    let here = match target.anchor {
+                        Anchor::Contains => true,
+                        Anchor::StartsWith => start == 0,
+                        Anchor::EndsWith => end == len,
+                        Anchor::Whole => start == 0 && end == len,
+                    };
+                    if here {
+                        mark(index, found, candidates, target.lit);
                     }
                 }
             };
-            let haystack = text.as_bytes();
+            let plen = |pattern: usize| scan.patterns.get(pattern).map_or(0, Vec::len);
             match &scan.automaton {
                 Scanner::Anywhere(dfa) => {
-                    let Ok(mut sid) = dfa.start_state(Anchored::No) else {
+                    let Ok(sid) = dfa.start_state(Anchored::No) else {
                         continue;
                     };
-                    for (i, &byte) in haystack.iter().enumerate() {
-                        sid = dfa.next_state(Anchored::No, sid, byte);
-                        if dfa.is_special(sid) && dfa.is_match(sid) {
-                            for k in 0..dfa.match_len(sid) {
-                                hit(dfa.match_pattern(sid, k).as_usize(), i + 1);
-                            }
-                        }
-                    }
+                    exact_done |= as_is && !scan.cased;
+                    walk(dfa, sid, haystack.iter(), false, &mut |p, n| {
+                        hit(p, n - plen(p), n);
+                    });
                 }
                 Scanner::Anchored(dfa) => {
-                    let Ok(mut sid) = dfa.start_state(Anchored::Yes) else {
+                    let Ok(sid) = dfa.start_state(Anchored::Yes) else {
                         continue;
                     };
                     // End-group patterns are stored reversed: walk the text
                     // from its end, without copying it.
-                    let forward = scan.group == Group::Start;
-                    let len = haystack.len();
-                    for i in 0..len {
-                        let byte = haystack[if forward { i } else { len - 1 - i }];
-                        sid = dfa.next_state(Anchored::Yes, sid, byte);
-                        if !dfa.is_special(sid) {
-                            continue;
-                        }
-                        if dfa.is_dead(sid) {
-                            break;
-                        }
-                        for k in 0..dfa.match_len(sid) {
-                            let pattern = dfa.match_pattern(sid, k);
-                            // Only matches that start at the start count.
-                            if dfa.pattern_len(pattern) == i + 1 {
-                                hit(pattern.as_usize(), i + 1);
-                            }
-                        }
+                    if scan.group == Group::Start {
+                        walk(dfa, sid, haystack.iter(), true, &mut |p, n| hit(p, 0, n));
+                    } else {
+                        walk(dfa, sid, haystack.iter().rev(), true, &mut |p, n| {
+                            hit(p, len - n, len);
+                        });
                     }
                 }
                 Scanner::Few(finders) => {
                     for (pattern, finder) in finders.iter().enumerate() {
                         if let Some(start) = finder.find(haystack) {
-                            hit(pattern, start + finder.needle().len());
+                            hit(pattern, start, start + finder.needle().len());
                         }
                     }
                 }
                 Scanner::Naive => {
                     for (pattern, p) in scan.patterns.iter().enumerate() {
-                        let found = match scan.group {
-                            Group::Anywhere => memchr::memmem::find(haystack, p).is_some(),
-                            Group::Start => haystack.starts_with(p),
-                            Group::End => {
-                                haystack.iter().rev().zip(p).all(|(a, b)| a == b)
-                                    && haystack.len() >= p.len()
+                        let n = p.len();
+                        match scan.group {
+                            // Every place an anchor can ask about: the
+                            // start, the end, and one occurrence anywhere.
+                            Group::Anywhere => {
+                                if haystack.starts_with(p) {
+                                    hit(pattern, 0, n);
+                                }
+                                if haystack.ends_with(p) {
+                                    hit(pattern, len - n, len);
+                                }
+                                if let Some(start) = memchr::memmem::find(haystack, p) {
+                                    hit(pattern, start, start + n);
+                                }
                             }
-                        };
-                        if found {
-                            hit(pattern, p.len());
+                            Group::Start => {
+                                if haystack.starts_with(p) {
+                                    hit(pattern, 0, n);
+                                }
+                            }
+                            Group::End => {
+                                if haystack.len() >= n
+                                    && haystack.iter().rev().zip(p).all(|(a, b)| a == b)
+                                {
+                                    hit(pattern, len - n, len);
+                                }
+                            }
                         }
                     }
                 }
             }
         }
-        candidates
+        for &(field, lit) in &index.presence {
+            // Asked of the event directly unless already fetched: a view
+            // would copy the text, and only a candidate rule needs it.
+            let present = match self.s.slots[field] {
+                0 => !matches!(
+                    self.event.field(self.names.name(field)),
+                    None | Some(Value::Null)
+                ),
+                slot => !self.s.views[slot as usize - 1].is_null(),
+            };
+            if present {
+                mark(index, &mut self.s.found, &mut self.s.candidates, lit);
+            }
+        }
     }
 
     fn strings(&mut self) -> &[(String, String)] {
-        let event = self.event;
-        self.strings.get_or_insert_with(|| {
-            let mut out = Vec::new();
-            event.for_each_string(&mut |s| out.push((s.to_owned(), lowercase(s))));
-            out
-        })
+        let s = &mut *self.s;
+        if !s.has_strings {
+            s.has_strings = true;
+            self.event
+                .for_each_string(&mut |t| s.strings.push((t.to_owned(), lowercase(t))));
+        }
+        &s.strings
     }
+}
+
+/// Records literal `lit` as found and the rules it triggers as candidates.
+fn mark(index: &LiteralIndex, found: &mut Bits, candidates: &mut Bits, lit: LitId) {
+    if !found.get(lit) {
+        found.set(lit);
+        for &rule in index.triggers.get(lit).into_iter().flatten() {
+            candidates.set(rule);
+        }
+    }
+}
+
+/// Runs `dfa` from `sid` over `bytes` and calls `hit(pattern, n)` for
+/// each pattern that ends after the `n`th byte walked; `anchored`: only
+/// for patterns that start at the first byte, stopping at the dead state.
+fn walk<'h>(
+    dfa: &DFA,
+    mut sid: StateID,
+    mut bytes: impl ExactSizeIterator<Item = &'h u8> + Clone,
+    anchored: bool,
+    hit: &mut impl FnMut(usize, usize),
+) {
+    let total = bytes.len();
+    while let Some(next) = to_special(dfa, sid, &mut bytes) {
+        sid = next;
+        if dfa.is_dead(sid) {
+            return;
+        }
+        if !dfa.is_match(sid) {
+            continue;
+        }
+        let n = total - bytes.len();
+        for k in 0..dfa.match_len(sid) {
+            let pattern = dfa.match_pattern(sid, k);
+            // A match state also lists the patterns that are suffixes of
+            // what was walked; anchored, only those that start at 0 count.
+            if !anchored || dfa.pattern_len(pattern) == n {
+                hit(pattern.as_usize(), n);
+            }
+        }
+    }
+}
+
+/// Runs `dfa` from `sid` until it reaches a special state (a match, or
+/// dead), which it returns, leaving `bytes` after the byte that led there;
+/// `None` at the end of the text. Kept out of line: in a small function the
+/// state, the text position and the table stay in registers (~8
+/// instructions a byte; inlined into the scan loop it was ~20).
+/// The iterator is copied into a local and written back once: advanced in
+/// place through the reference, it was stored to memory at every byte.
+#[inline(never)]
+fn to_special<'h>(
+    dfa: &DFA,
+    mut sid: StateID,
+    bytes: &mut (impl Iterator<Item = &'h u8> + Clone),
+) -> Option<StateID> {
+    let mut it = bytes.clone();
+    while let Some(&byte) = it.next() {
+        sid = dfa.next_state(Anchored::No, sid, byte);
+        if dfa.is_special(sid) {
+            *bytes = it;
+            return Some(sid);
+        }
+    }
+    *bytes = it;
+    None
 }
 
 impl RuleMatcher {
@@ -357,11 +562,9 @@ impl ItemMatcher {
     fn is_match(&self, scratch: &mut EventCache<'_>) -> bool {
         match self {
             ItemMatcher::Field { field, test } => {
-                scratch.field(*field);
-                let EventCache { fields, found, .. } = &mut *scratch;
-                let Some(view) = fields[*field].as_mut() else {
-                    return false;
-                };
+                let slot = scratch.slot(*field);
+                let Scratch { views, found, .. } = &mut *scratch.s;
+                let view = &mut views[slot];
                 match test {
                     FieldTest::Exists(want) => view.is_null() != *want,
                     FieldTest::Values { values, all: true } => {
@@ -418,33 +621,37 @@ impl ItemMatcher {
 
 impl ValueMatcher {
     /// `found`: the literals the event's literal pass found.
-    fn is_match(&self, view: &mut FieldView<'_>, found: &Bits) -> bool {
+    fn is_match(&self, view: &mut FieldView, found: &Bits) -> bool {
         match self {
             ValueMatcher::Lit(id) => found.get(*id),
             ValueMatcher::AnyLit(ids) => ids.iter().any(|id| found.get(*id)),
             ValueMatcher::Null => view.is_null(),
-            ValueMatcher::Int(n) => match &view.value {
-                Some(Value::Int(m)) => m == n,
-                Some(Value::Str(s)) => s.as_ref() == n.to_string(),
+            ValueMatcher::Int(n) => match view.kind {
+                Kind::Int(m) => m == *n,
+                Kind::Str => view.text == n.to_string(),
                 _ => false,
             },
-            ValueMatcher::Bool(b) => match &view.value {
-                Some(Value::Bool(v)) => v == b,
-                Some(Value::Str(s)) => s.eq_ignore_ascii_case(if *b { "true" } else { "false" }),
+            ValueMatcher::Bool(b) => match view.kind {
+                Kind::Bool(v) => v == *b,
+                Kind::Str => view
+                    .text
+                    .eq_ignore_ascii_case(if *b { "true" } else { "false" }),
                 _ => false,
             },
-            ValueMatcher::Str(m) => view.text_for(m.cased).is_some_and(|t| m.is_match(t)),
+            ValueMatcher::Str(m) | ValueMatcher::RegexLits(m, _) => {
+                view.text_for(m.cased).is_some_and(|t| m.is_match(t))
+            }
             ValueMatcher::AnyStr(ms) => ms
                 .iter()
                 .any(|m| view.text_for(m.cased).is_some_and(|t| m.is_match(t))),
-            ValueMatcher::Cidr(net) => view.text.as_deref().is_some_and(|t| net.contains(t)),
+            ValueMatcher::Cidr(net) => view.has_text() && net.contains(&view.text),
             ValueMatcher::Compare(op, n) => {
                 let n = *n;
-                let ord = match &view.value {
-                    Some(Value::Int(m)) => m.cmp(&n),
-                    Some(Value::Str(s)) => match s.trim().parse::<i64>() {
+                let ord = match view.kind {
+                    Kind::Int(m) => m.cmp(&n),
+                    Kind::Str => match view.text.trim().parse::<i64>() {
                         Ok(m) => m.cmp(&n),
-                        Err(_) => match s.trim().parse::<f64>() {
+                        Err(_) => match view.text.trim().parse::<f64>() {
                             // A decimal field ("1000.5") compares as f64;
                             // rule numbers are far below 2^53.
                             Ok(m) => match m.partial_cmp(&(n as f64)) {
@@ -476,7 +683,35 @@ impl StrMatcher {
             StrKind::Prefix(s) => text.starts_with(s.as_str()),
             StrKind::Suffix(s) => text.ends_with(s.as_str()),
             StrKind::Contains(finder) => finder.find(text.as_bytes()).is_some(),
-            StrKind::Pattern(re) | StrKind::Regex(re) => re.is_match(text),
+            StrKind::Pattern(re) | StrKind::Regex(re, _) => re.is_match(text),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ascii_and_upper;
+
+    #[test]
+    fn ascii_and_upper_agrees_with_the_byte_by_byte_answer() {
+        // Every length up to four words, with the odd byte at every place:
+        // the word loop, the overlapping tail and the short path.
+        for len in 0..32 {
+            for at in 0..len.max(1) {
+                for odd in [b'A', b'Z', b'@', b'[', b'a', b'z', 0x7f, 0x80, 0xc3, 0xff] {
+                    let mut bytes = vec![b'x'; len];
+                    if let Some(b) = bytes.get_mut(at) {
+                        *b = odd;
+                    }
+                    let ascii = bytes.is_ascii();
+                    let upper = ascii && bytes.iter().any(u8::is_ascii_uppercase);
+                    assert_eq!(
+                        ascii_and_upper(&bytes),
+                        (ascii, upper),
+                        "{bytes:?} (odd byte {odd:#x} at {at})"
+                    );
+                }
+            }
         }
     }
 }

@@ -43,16 +43,17 @@
 //!
 //! Compiled, not interpreted. At load, every field-bound literal of every
 //! rule (exact, prefix, suffix, contains; lowercased unless `|cased`) goes
-//! into per-field aho-corasick automata (`literals.rs`): anchored ones for
-//! whole/prefix and (reversed) suffix literals, an overlapping one for
-//! `contains`. For each rule the index keeps a set of literals one of which
-//! must be found for the rule to match (the rarest such set), and only
-//! those literals are indexed. Per event, each indexed field is fetched
-//! and lowercased once and searched once per automaton; found literals
-//! mark candidate rules, and only candidates (plus the few rules with no
-//! required literal) are evaluated, reading indexed literals as bits and
-//! comparing the rest (`matcher.rs`). Per-event buffers live in a reused
-//! [`Scratch`], so matching a benign event allocates nothing.
+//! into per-field aho-corasick DFAs (`literals.rs`). For each rule the
+//! index keeps a set of literals one of which must be found for the rule
+//! to match (the rarest such set; a `|re` value offers its prefix
+//! literals, `exists: true` the field's presence), and only those
+//! literals are indexed. Per event, each indexed field is fetched once
+//! and walked once (one DFA holding all its literals when it has more
+//! than a few `contains` ones, anchors checked by match position); found
+//! literals mark candidate rules, and only candidates (plus the few rules
+//! with no required literal) are evaluated, reading indexed literals as
+//! bits and comparing the rest (`matcher.rs`). Per-event state lives in a
+//! reused [`Scratch`], so matching a benign event allocates nothing.
 //!
 mod compile;
 mod condition;
@@ -239,14 +240,15 @@ impl RuleSet {
     /// have been used with any rule set before.
     pub fn matches_with(&self, event: &dyn Event, scratch: &mut Scratch, out: &mut Vec<usize>) {
         let mut cache = EventCache::new(event, &self.fields, scratch);
-        let candidates = cache.scan(&self.literals);
+        cache.scan(&self.literals);
+        let candidates = cache.take_candidates();
         for i in candidates.iter() {
             if self.rules[i].matcher.is_match(&mut cache) {
                 out.push(i);
             }
         }
         cache.give_back(candidates);
-        cache.finish(scratch);
+        cache.finish();
     }
 }
 

@@ -19,6 +19,13 @@ pub struct Options {
     /// Measure sigexec only (for running under a profiler).
     #[arg(long)]
     pub sigexec_only: bool,
+    /// Exactly this many passes per engine and workload instead of
+    /// `--seconds` (repeatable work for instruction-counting profilers).
+    #[arg(long)]
+    pub passes: Option<usize>,
+    /// Only this workload (`benign` or `suspicious`).
+    #[arg(long)]
+    pub workload: Option<String>,
 }
 
 /// Runs the benchmark and prints its table; returns what it printed.
@@ -40,6 +47,12 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
     }
     if opts.sigexec_only {
         cmd.arg("--sigexec-only");
+    }
+    if let Some(n) = opts.passes {
+        cmd.args(["--passes", &n.to_string()]);
+    }
+    if let Some(w) = &opts.workload {
+        cmd.args(["--workload", w]);
     }
     let out = cmd
         .stderr(Stdio::inherit())

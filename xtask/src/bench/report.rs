@@ -62,6 +62,8 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         seconds: 2.0,
         verbose: false,
         sigexec_only: false,
+        passes: None,
+        workload: None,
     })?;
     eprintln!("bench: soak, {} min", opts.soak_minutes);
     let soak = soak::run(&soak::SoakOptions {

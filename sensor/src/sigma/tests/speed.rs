@@ -211,7 +211,8 @@ fn literal_pass_statistics() {
     for e in benign.iter().step_by(64) {
         let mut buffers = Scratch::default();
         let mut scratch = EventCache::new(e, &set.fields, &mut buffers);
-        let candidates = scratch.scan(&set.literals);
+        scratch.scan(&set.literals);
+        let candidates = scratch.take_candidates();
         let cands: Vec<&str> = candidates
             .iter()
             .map(|r| set.rules()[r].meta.title.as_str())
