@@ -117,17 +117,33 @@ enum Probe {
 }
 
 fn probe(systemctl: &PathBuf) -> Probe {
-    let child = Command::new(systemctl)
-        .args([
-            "show",
-            "--property=Job",
-            "--property=ActiveState",
-            "shutdown.target",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn();
+    let spawn = || {
+        Command::new(systemctl)
+            .args([
+                "show",
+                "--property=Job",
+                "--property=ActiveState",
+                "shutdown.target",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+    };
+    // ETXTBSY: the file is open for writing somewhere (a package upgrade
+    // replacing systemctl, or, in a multi-threaded process, a child forked
+    // while another thread wrote it and not yet exec'd). It clears within
+    // moments; "no systemd" would be the wrong answer.
+    let mut child = spawn();
+    for _ in 0..20 {
+        match &child {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                std::thread::sleep(Duration::from_millis(10));
+                child = spawn();
+            }
+            _ => break,
+        }
+    }
     let Ok(mut child) = child else {
         return Probe::NoSystemd;
     };

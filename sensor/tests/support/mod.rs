@@ -131,7 +131,16 @@ pub fn fake_tool(dir: &Path, name: &str) -> PathBuf {
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin).expect("mkdir bin");
     let path = bin.join(name);
-    std::fs::copy("/bin/true", &path).expect("copy /bin/true");
+    // Copied by a `cp` process, not by this one: a test binary runs tests
+    // on several threads, and a child another thread forks while this
+    // thread holds the copy open for writing inherits that descriptor
+    // until it execs, so exec'ing the copy would fail with ETXTBSY.
+    let copied = Command::new("cp")
+        .arg("/bin/true")
+        .arg(&path)
+        .status()
+        .expect("run cp");
+    assert!(copied.success(), "cp /bin/true {}", path.display());
     path
 }
 
