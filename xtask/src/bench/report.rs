@@ -95,7 +95,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
          ## Ring buffer size\n\n\
          `cargo xtask bench exec --seconds {} {}`: the same storm with \
          smaller rings; `lost` is what the kernel side counted, `seen` the \
-         storm's execs found in the output.\n\n{sweep}\n\
+         storm's distinct pids found in the output (a storm wraps pid_max).\n\n{sweep}\n\
          ## Sigma matching\n\n\
          `cargo xtask bench matcher`: the same rules and events through \
          sigexec's matcher and two other Rust Sigma engines, one thread, CPU \
