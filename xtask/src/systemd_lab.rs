@@ -26,7 +26,7 @@ use std::{
     fmt::Write as _,
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use anyhow::Context as _;
@@ -367,13 +367,8 @@ fn boot(
         let _ = std::fs::remove_file(log);
     }
     eprintln!("vm-test: booting {label} ({})", kernel.display());
-    let mut qemu = Command::new("qemu-system-x86_64");
-    match opts.accel {
-        vm_test::Accel::Tcg => qemu.args(["-accel", "tcg"]),
-        vm_test::Accel::Kvm => qemu.args(["-accel", "kvm", "-cpu", "host"]),
-    };
-    qemu.args(["-smp", "2", "-m", "1G", "-no-reboot", "-nographic"])
-        .args(["-monitor", "none", "-nic", "none"])
+    let mut qemu = vm_test::qemu(opts.accel);
+    qemu.args(["-nic", "none"])
         .arg("-serial")
         .arg(format!("file:{}", console.display()))
         .arg("-serial")
@@ -395,20 +390,7 @@ fn boot(
         ])
         .stdin(Stdio::null())
         .stdout(Stdio::null());
-    let started = Instant::now();
-    let mut child = qemu.spawn().context("starting qemu-system-x86_64")?;
-    let deadline = started + Duration::from_secs(opts.timeout);
-    let mut timed_out = false;
-    while child.try_wait()?.is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            timed_out = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let seconds = started.elapsed().as_secs_f64();
+    let (seconds, timed_out) = vm_test::run_bounded(&mut qemu, opts.timeout)?;
     let text = std::fs::read(&results)
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default();
@@ -785,23 +767,7 @@ fn exec_time(alert: &Value) -> Option<f64> {
 
 /// `YYYY-MM-DDTHH:MM:SS[.fraction]Z` as seconds since the epoch.
 fn epoch_seconds(text: &str) -> Option<f64> {
-    let text = text.strip_suffix('Z')?;
-    let (date, time) = text.split_once('T')?;
-    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
-    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
-    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
-    let mut t = hms.split(':').map(|p| p.parse::<i64>().ok());
-    let (h, min, s) = (t.next()??, t.next()??, t.next()??);
-    let frac: f64 = format!("0.{frac}").parse().ok()?;
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some((days * 86_400 + h * 3600 + min * 60 + s) as f64 + frac)
+    crate::rfc3339_ns(text).map(|ns| ns as f64 / 1e9)
 }
 
 fn command_line(alert: &Value) -> &str {

@@ -801,6 +801,38 @@ fn cpio(stage: &Path, archive: &Path) -> anyhow::Result<()> {
     .with_context(|| format!("writing {}", archive.display()))
 }
 
+/// qemu-system-x86_64 with the lab's machine, the same for every boot:
+/// the accelerator, 2 CPUs, 1 GiB, no reboot, no display, no monitor.
+pub(crate) fn qemu(accel: Accel) -> Command {
+    let mut qemu = Command::new("qemu-system-x86_64");
+    match accel {
+        Accel::Tcg => qemu.args(["-accel", "tcg"]),
+        Accel::Kvm => qemu.args(["-accel", "kvm", "-cpu", "host"]),
+    };
+    qemu.args(["-smp", "2", "-m", "1G", "-no-reboot", "-nographic"])
+        .args(["-monitor", "none"]);
+    qemu
+}
+
+/// Runs qemu until the guest powers off or `timeout` seconds pass (then
+/// kills it): qemu exits 0 whatever happened inside, so the caller reads
+/// what the guest wrote. Returns the seconds it ran and whether it was
+/// killed.
+pub(crate) fn run_bounded(qemu: &mut Command, timeout: u64) -> anyhow::Result<(f64, bool)> {
+    let started = Instant::now();
+    let mut child = qemu.spawn().context("starting qemu-system-x86_64")?;
+    let deadline = started + Duration::from_secs(timeout);
+    while child.try_wait()?.is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok((started.elapsed().as_secs_f64(), true));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok((started.elapsed().as_secs_f64(), false))
+}
+
 fn boot(
     label: &str,
     kernel: &Path,
@@ -813,19 +845,8 @@ fn boot(
         .join(format!("{}.log", label.replace(['/', ' '], "-")));
     let _ = std::fs::remove_file(&log);
     eprintln!("vm-test: booting {label} ({})", kernel.display());
-    let mut qemu = Command::new("qemu-system-x86_64");
-    qemu.args([
-        "-accel",
-        match opts.accel {
-            Accel::Tcg => "tcg",
-            Accel::Kvm => "kvm",
-        },
-    ]);
-    if opts.accel == Accel::Kvm {
-        qemu.args(["-cpu", "host"]);
-    }
-    qemu.args(["-smp", "2", "-m", "1G", "-no-reboot", "-nographic"])
-        .args(["-monitor", "none", "-serial"])
+    let mut qemu = qemu(opts.accel);
+    qemu.arg("-serial")
         .arg(format!("file:{}", log.display()))
         .arg("-kernel")
         .arg(kernel)
@@ -834,20 +855,7 @@ fn boot(
         .args(["-append", "console=ttyS0 panic=-1 quiet"])
         .stdin(Stdio::null())
         .stdout(Stdio::null());
-    let started = Instant::now();
-    let mut child = qemu.spawn().context("starting qemu-system-x86_64")?;
-    let deadline = started + Duration::from_secs(opts.timeout);
-    let mut timed_out = false;
-    while child.try_wait()?.is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            timed_out = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let seconds = started.elapsed().as_secs_f64();
+    let (seconds, timed_out) = run_bounded(&mut qemu, opts.timeout)?;
     let text = std::fs::read(&log)
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default();

@@ -36,7 +36,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::{status, workspace_root};
+use crate::{rfc3339_ns, status, workspace_root};
 
 #[derive(clap::Args, Clone)]
 pub struct ExecOptions {
@@ -560,27 +560,6 @@ pub(super) fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
         .context("VmHWM")
 }
 
-/// `2026-12-03T18:47:35.123456789Z` -> ns since the epoch.
-fn rfc3339_ns(s: &str) -> Option<i128> {
-    let (date, time) = s.strip_suffix('Z')?.split_once('T')?;
-    let mut d = date.split('-').map(|p| p.parse::<i64>());
-    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
-    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
-    let mut t = hms.split(':').map(|p| p.parse::<i64>());
-    let (h, min, sec) = (t.next()?.ok()?, t.next()?.ok()?, t.next()?.ok()?);
-    let ns: i64 = format!("{frac:0<9}").get(..9)?.parse().ok()?;
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + h * 3600 + min * 60 + sec;
-    Some(secs as i128 * 1_000_000_000 + ns as i128)
-}
-
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -628,7 +607,7 @@ fn table(rows: &[(Option<u32>, Storm, Storm, Sensed)]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{rfc3339_ns, rss_without_bpf_maps};
+    use super::rss_without_bpf_maps;
 
     #[test]
     fn the_ring_buffers_mapping_is_not_the_daemons_memory() {
@@ -645,20 +624,5 @@ Rss:                 900 kB
 VmFlags: rd wr mr mw me ac sd
 ";
         assert_eq!(rss_without_bpf_maps(smaps), 3956 + 900);
-    }
-
-    #[test]
-    fn parses_the_daemons_timestamps() {
-        assert_eq!(
-            rfc3339_ns("1970-01-01T00:00:01.000000002Z"),
-            Some(1_000_000_002)
-        );
-        let a = rfc3339_ns("2026-12-03T23:59:59.999999999Z").expect("parse");
-        let b = rfc3339_ns("2026-12-04T00:00:00.000000000Z").expect("parse");
-        assert_eq!(b - a, 1);
-        assert_eq!(
-            rfc3339_ns("2024-03-01T00:00:00.5Z").map(|n| n % 1_000_000_000),
-            Some(500_000_000)
-        );
     }
 }
