@@ -268,27 +268,12 @@ pub fn seed_tracked(ancestor_images: &[String]) -> Vec<(u32, u32)> {
         return Vec::new();
     }
     let mut procs: HashMap<u32, (u32, bool)> = HashMap::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let exe = std::fs::read_link(entry.path().join("exe")).ok();
+    for (pid, dir) in crate::process::table::proc_pids() {
+        let exe = std::fs::read_link(dir.join("exe")).ok();
         let own = exe.is_some_and(|p| ancestor_images.iter().any(|a| p.as_os_str() == a.as_str()));
-        let ppid = std::fs::read_to_string(entry.path().join("stat"))
+        let ppid = std::fs::read_to_string(dir.join("stat"))
             .ok()
-            .and_then(|s| {
-                // The comm field may hold spaces and parentheses: ppid is
-                // the second field after the last ')'.
-                let rest = &s[s.rfind(')')? + 1..];
-                rest.split_whitespace().nth(1)?.parse().ok()
-            })
+            .and_then(|s| crate::process::table::stat_ppid(&s))
             .unwrap_or(0);
         procs.insert(pid, (ppid, own));
     }

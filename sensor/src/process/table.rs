@@ -92,18 +92,8 @@ impl Table {
     /// which have no exe, are left out).
     pub fn from_proc(enricher: &mut Enricher, max: usize) -> Table {
         let mut table = Table::new(max);
-        let Ok(dir) = fs::read_dir("/proc") else {
-            return table;
-        };
-        for entry in dir.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            if let Some(proc) = read_proc(enricher, &entry.path(), pid) {
+        for (pid, dir) in proc_pids() {
+            if let Some(proc) = read_proc(enricher, &dir, pid) {
                 table.procs.insert(pid, proc);
             }
         }
@@ -125,23 +115,14 @@ impl Table {
     /// Images of `pid` and its ancestors (creator if known, else nothing:
     /// seeded processes have no recorded parent), nearest first.
     pub fn ancestor_images(&self, pid: u32, max: usize) -> Vec<String> {
-        let mut out = Vec::new();
-        let mut next = Some(pid);
-        while let Some(p) = next {
-            if out.len() >= max {
-                break;
-            }
-            let Some(proc) = self.procs.get(&p) else {
-                break;
-            };
-            out.push(proc.image.clone());
-            next = proc.parent.filter(|&q| q != p && q != 0);
-        }
-        out
+        self.ancestors(pid, max)
+            .into_iter()
+            .map(|p| p.image.clone())
+            .collect()
     }
 
     /// The entries of `pid` and its ancestors, nearest first, as
-    /// [`Table::ancestor_images`] walks them.
+    /// [`Table::ancestor_images`] lists their images.
     pub fn ancestors(&self, pid: u32, max: usize) -> Vec<&Proc> {
         let mut out = Vec::new();
         let mut next = Some(pid);
@@ -262,8 +243,20 @@ fn read_proc(enricher: &mut Enricher, dir: &Path, pid: u32) -> Option<Proc> {
     })
 }
 
+/// Every process `/proc` lists now: its pid and its `/proc/PID`.
+pub(crate) fn proc_pids() -> impl Iterator<Item = (u32, std::path::PathBuf)> {
+    fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_str()?.parse::<u32>().ok()?;
+            Some((pid, entry.path()))
+        })
+}
+
 /// Field 4 of `/proc/PID/stat` (the parent pid).
-fn stat_ppid(stat: &str) -> Option<u32> {
+pub(crate) fn stat_ppid(stat: &str) -> Option<u32> {
     let after_comm = &stat[stat.rfind(')')? + 1..];
     after_comm.split_whitespace().nth(1)?.parse().ok()
 }
