@@ -95,17 +95,7 @@ fn alert_of(output: &Path, systemctl: &Path) -> serde_json::Value {
 }
 
 fn status(dir: &Path) -> serde_json::Value {
-    let out = Command::new(SIGEXEC)
-        .args(["status", "--socket"])
-        .arg(dir.join("status.sock"))
-        .output()
-        .expect("sigexec status");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("status json")
+    service_support::status(&dir.join("status.sock"))
 }
 
 /// A suppressed alert as the issue asks: named filter, lowered level, the

@@ -13,20 +13,20 @@
 //! run fake `systemctl stop kesl` as root, and must not be killed by ours.
 //! The daemons run one at a time (two would both act on every exec).
 
+mod service_support;
 mod support;
 
 use std::{
-    io::{BufRead as _, BufReader},
     os::unix::{fs::PermissionsExt as _, process::CommandExt as _, process::ExitStatusExt as _},
     path::{Path, PathBuf},
-    process::{Child, Command, ExitStatus, Stdio},
+    process::{Command, ExitStatus},
     sync::Mutex,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
+use service_support::{SIGEXEC, json_lines, wait_line};
 use support::{KESL_RULE, ebpf_allowed, tempdir};
 
-const SIGEXEC: &str = env!("CARGO_BIN_EXE_sigexec");
 /// Not allow-listed in any config here.
 const INTRUDER: u32 = 65534;
 /// Allow-listed in the enforce config.
@@ -36,10 +36,9 @@ static ONE_DAEMON: Mutex<()> = Mutex::new(());
 
 /// A running `sigexec run` with prevention, and its files.
 struct Daemon {
-    child: Child,
+    inner: service_support::Daemon,
     dir: PathBuf,
     output: PathBuf,
-    log: Option<std::thread::JoinHandle<Vec<String>>>,
     _guard: tempfile::TempDir,
 }
 
@@ -74,43 +73,25 @@ impl Daemon {
         )
         .expect("write config");
         let output = dir.join("alerts.jsonl");
-        let mut child = Command::new(SIGEXEC)
-            .args(["run", "--config"])
-            .arg(&config)
-            .arg("--output")
-            .arg(&output)
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start sigexec run");
-        let stderr = child.stderr.take().expect("stderr");
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let log = std::thread::spawn(move || {
-            let mut lines = Vec::new();
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("sigexec ready") {
-                    let _ = ready_tx.send(());
-                }
-                lines.push(line);
-            }
-            lines
-        });
-        if ready_rx.recv_timeout(Duration::from_secs(60)).is_err() {
-            let _ = child.kill();
-            let _ = child.wait();
-            let lines = log.join().unwrap_or_default().join("\n");
+        let mut inner = service_support::Daemon::spawn(&[
+            "--config",
+            config.to_str().expect("utf-8"),
+            "--output",
+            output.to_str().expect("utf-8"),
+        ]);
+        if let Err(why) = inner.try_wait_log_n("sigexec ready", 1, Duration::from_secs(60)) {
             let refusal = "prevention needs the BTF tracepoint and bpf_loop (Linux 5.17 or later)";
             if kernel_version() < (5, 17) {
-                assert!(lines.contains(refusal), "{lines}");
+                assert!(why.contains(refusal), "{why}");
                 eprintln!("prevention refused on this kernel, as it must be: {refusal}");
                 return None;
             }
-            panic!("sigexec not ready within 60 s:\n{lines}");
+            panic!("sigexec not ready: {why}");
         }
         Some(Daemon {
-            child,
+            inner,
             dir,
             output,
-            log: Some(log),
             _guard: guard,
         })
     }
@@ -127,64 +108,31 @@ impl Daemon {
 
     /// Every JSON line written so far.
     fn lines(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(&self.output)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
-            .collect()
+        json_lines(&self.output)
     }
 
-    /// Waits for the first line `pick` accepts.
-    fn wait_for(&self, what: &str, pick: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(line) = self.lines().into_iter().find(|l| pick(l)) {
-                return line;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {what} within 10 s; lines: {:#?}",
-                self.lines()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+    /// Waits (10 s) for the first line `pick` accepts.
+    fn wait_for(&self, pick: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        wait_line(&self.output, Duration::from_secs(10), pick)
     }
 
     /// The seed rule's alert for `pid`.
     fn alert_for(&self, pid: u32) -> serde_json::Value {
-        self.wait_for(&format!("alert for pid {pid}"), |l| {
+        self.wait_for(|l| {
             l["kind"] == "alert" && l["rule"]["id"] == KESL_RULE && l["process"]["ProcessId"] == pid
         })
     }
 
     fn status(&self) -> serde_json::Value {
-        let out = Command::new(SIGEXEC)
-            .args(["status", "--socket"])
-            .arg(self.dir.join("status.sock"))
-            .output()
-            .expect("sigexec status");
-        assert!(out.status.success(), "{out:?}");
-        serde_json::from_slice(&out.stdout).expect("status JSON")
+        service_support::status(&self.dir.join("status.sock"))
     }
 
     /// SIGTERM; the exit status, the log and the alerts file.
     fn stop(mut self) -> (ExitStatus, Vec<String>, String) {
-        // SAFETY: kill with the pid of our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let status = self.child.wait().expect("wait sigexec");
-        let log = self.log.take().map(|l| l.join().unwrap_or_default());
+        self.inner.signal(libc::SIGTERM);
+        let status = self.inner.wait_exit(Duration::from_secs(10));
         let output = std::fs::read_to_string(&self.output).unwrap_or_default();
-        (status, log.unwrap_or_default(), output)
-    }
-}
-
-impl Drop for Daemon {
-    /// A failed test must not leave an enforcing daemon behind.
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        (status, self.inner.log(), output)
     }
 }
 
@@ -255,9 +203,7 @@ fn enforce_kills_a_non_allowed_uid_before_it_writes_and_lets_allowed_ones_run() 
     )) else {
         return;
     };
-    let started = daemon.wait_for("prevent started record", |l| {
-        l["kind"] == "prevent" && l["event"] == "started"
-    });
+    let started = daemon.wait_for(|l| l["kind"] == "prevent" && l["event"] == "started");
     assert_eq!(started["mode"], "enforce");
 
     let work = daemon.workdir("intruder");
@@ -362,7 +308,7 @@ fn an_allow_listed_ancestor_image_lets_its_children_run() {
         ran(&work),
         "systemctl under the allow-listed ancestor did not run"
     );
-    let alert = daemon.wait_for("allowed alert", |l| {
+    let alert = daemon.wait_for(|l| {
         l["kind"] == "alert" && l["rule"]["id"] == KESL_RULE && l["process"]["LogonId"] == INTRUDER
     });
     assert_eq!(alert["action"], "allowed");
@@ -431,9 +377,7 @@ fn the_kill_rate_breaker_trips_on_a_storm_and_the_host_is_back_to_dry_run() {
         }
     }
     assert_eq!(killed, 3, "the limit is 3 kills per window");
-    let tripped = daemon.wait_for("breaker_tripped record", |l| {
-        l["kind"] == "prevent" && l["event"] == "breaker_tripped"
-    });
+    let tripped = daemon.wait_for(|l| l["kind"] == "prevent" && l["event"] == "breaker_tripped");
     assert_eq!(tripped["mode"], "dry-run");
     assert_eq!(tripped["max_kills"], 3);
     assert_eq!(tripped["level"], "high");

@@ -189,17 +189,7 @@ fn bad_rule_on_reload_keeps_the_old_rules_and_says_why() {
     assert_eq!(alert["rule"]["id"], probe_id.as_str());
 
     // sigexec status reports the counters.
-    let out = Command::new(SIGEXEC)
-        .args(["status", "--socket"])
-        .arg(dir.join("status.sock"))
-        .output()
-        .expect("sigexec status");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
+    let status = service_support::status(&dir.join("status.sock"));
     assert_eq!(status["rules"], 2);
     assert_eq!(status["reloads"], 1);
     assert_eq!(status["reload_failures"], 1);

@@ -80,24 +80,42 @@ impl Daemon {
 
     /// Waits until the log has at least `n` lines containing `needle`.
     pub fn wait_log_n(&mut self, needle: &str, n: usize, timeout: Duration) -> Vec<String> {
+        self.try_wait_log_n(needle, n, timeout)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Like [`Daemon::wait_log_n`], but says why it gave up (sigexec
+    /// exited, or `timeout` passed, with the log) instead of panicking, for
+    /// a caller to whom an exit can be the expected answer.
+    pub fn try_wait_log_n(
+        &mut self,
+        needle: &str,
+        n: usize,
+        timeout: Duration,
+    ) -> Result<Vec<String>, String> {
         let start = Instant::now();
         loop {
             let log = self.log();
             let hits: Vec<String> = log.iter().filter(|l| l.contains(needle)).cloned().collect();
             if hits.len() >= n {
-                return hits;
+                return Ok(hits);
             }
             if let Some(status) = self.child.try_wait().expect("try_wait") {
-                panic!(
+                // The whole log: the reader may still be draining stderr.
+                if let Some(r) = self.reader.take() {
+                    let _ = r.join();
+                }
+                return Err(format!(
                     "sigexec exited ({status}) before logging {needle:?}:\n{}",
-                    log.join("\n")
-                );
+                    self.log().join("\n")
+                ));
             }
-            assert!(
-                start.elapsed() < timeout,
-                "no {n} x {needle:?} in the log within {timeout:?}:\n{}",
-                log.join("\n")
-            );
+            if start.elapsed() >= timeout {
+                return Err(format!(
+                    "no {n} x {needle:?} in the log within {timeout:?}:\n{}",
+                    log.join("\n")
+                ));
+            }
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -150,6 +168,21 @@ impl Drop for Daemon {
             let _ = self.child.wait();
         }
     }
+}
+
+/// `sigexec status` of the daemon listening on `socket`, as JSON.
+pub fn status(socket: &Path) -> serde_json::Value {
+    let out = Command::new(SIGEXEC)
+        .args(["status", "--socket"])
+        .arg(socket)
+        .output()
+        .expect("sigexec status");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("status json")
 }
 
 /// A root-owned 0755 directory tree for rules (the daemon refuses others).
