@@ -104,11 +104,8 @@ impl Incidents {
                 // that the alert's rule id, title and level agree (a SIEM
                 // query on the critical rule's id finds the incident); the
                 // others are listed under it.
-                let mut lead = alert;
-                let before = std::mem::replace(&mut held.alert, {
-                    lead.related = Vec::new();
-                    lead
-                });
+                // A new alert has no `related` of its own yet.
+                let before = std::mem::replace(&mut held.alert, alert);
                 held.alert.related.push(related(&before, reason));
                 held.alert.related.extend(before.related);
                 return;
