@@ -60,17 +60,9 @@ pub struct PreventFile {
 #[serde(default, deny_unknown_fields)]
 pub struct PreventAllowFile {
     /// uids or user names whose execs are never killed (still alerted).
-    pub users: Vec<UserEntry>,
+    pub users: Vec<crate::process::users::UserRef>,
     /// Resolved image paths: their descendants are never killed.
     pub ancestor_images: Vec<String>,
-}
-
-/// A uid or a user name.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(untagged)]
-pub enum UserEntry {
-    Uid(u32),
-    Name(String),
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -370,17 +362,8 @@ pub fn resolve(o: &Overrides, file: File) -> Result<daemon::Config, ConfigError>
     };
     let exclusions = crate::exclusions::Settings::resolve(file.exclusions).map_err(invalid)?;
     let p = &file.prevent;
-    let allow_uids = prevent::resolve_users(
-        &p.allow
-            .users
-            .iter()
-            .map(|u| match u {
-                UserEntry::Uid(n) => n.to_string(),
-                UserEntry::Name(s) => s.clone(),
-            })
-            .collect::<Vec<_>>(),
-    )
-    .map_err(|m| invalid(format!("prevent.allow.users: {m}")))?;
+    let allow_uids = prevent::resolve_users(&p.allow.users)
+        .map_err(|m| invalid(format!("prevent.allow.users: {m}")))?;
     if let Some(bad) = p.allow.ancestor_images.iter().find(|i| !i.starts_with('/')) {
         return Err(invalid(format!(
             "prevent.allow.ancestor_images: '{bad}' is not an absolute path"

@@ -31,13 +31,14 @@
 //! window inside the gap does not open that day; on the day they go back
 //! the repeated hour is covered twice.
 
-use std::{borrow::Cow, fmt};
+use std::borrow::Cow;
 
 use jiff::{Timestamp, civil::Weekday, tz::TimeZone};
 use serde::{Deserialize, Deserializer, Serialize, de};
 
 use crate::{
     process::table::Proc,
+    process::users::UserRef,
     rules,
     sigma::{Event, FilterSet, RuleSet, Value},
     sinks::SinkConfig,
@@ -97,40 +98,6 @@ impl<'de> Deserialize<'de> for FilterName {
             "unknown exclusion '{name}'{hint}; shipped ones: {}",
             known.join(", ")
         )))
-    }
-}
-
-/// A user by name, or by uid.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum UserRef {
-    Uid(u32),
-    Name(String),
-}
-
-impl<'de> Deserialize<'de> for UserRef {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl de::Visitor<'_> for V {
-            type Value = UserRef;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a user name or a uid")
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<UserRef, E> {
-                u32::try_from(v)
-                    .map(UserRef::Uid)
-                    .map_err(|_| E::custom(format!("uid {v} is out of range")))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<UserRef, E> {
-                if v.is_empty() {
-                    return Err(E::custom("empty user name"));
-                }
-                Ok(match v.parse::<u32>() {
-                    Ok(uid) => UserRef::Uid(uid),
-                    Err(_) => UserRef::Name(v.to_owned()),
-                })
-            }
-        }
-        d.deserialize_any(V)
     }
 }
 

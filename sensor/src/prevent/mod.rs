@@ -22,7 +22,10 @@ use std::{collections::HashMap, time::Duration};
 use sensor_common::prevent::{MODE_DRY_RUN, MODE_ENFORCE, verdict};
 use serde::Serialize;
 
-use crate::sigma::{RuleSet, kernel};
+use crate::{
+    process::users::UserRef,
+    sigma::{RuleSet, kernel},
+};
 
 /// `prevent.mode`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, Serialize)]
@@ -243,14 +246,13 @@ pub fn user_uid(name: &str) -> Option<u32> {
 
 /// Resolves `prevent.allow.users` entries: numbers are uids, names go
 /// through NSS.
-pub fn resolve_users(entries: &[String]) -> Result<Vec<u32>, String> {
+pub fn resolve_users(entries: &[UserRef]) -> Result<Vec<u32>, String> {
     entries
         .iter()
-        .map(|e| {
-            e.parse::<u32>()
-                .ok()
-                .or_else(|| user_uid(e))
-                .ok_or_else(|| format!("'{e}' is neither a uid nor a user name known here"))
+        .map(|e| match e {
+            UserRef::Uid(uid) => Ok(*uid),
+            UserRef::Name(name) => user_uid(name)
+                .ok_or_else(|| format!("'{name}' is neither a uid nor a user name known here")),
         })
         .collect()
 }

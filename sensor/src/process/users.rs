@@ -1,7 +1,9 @@
 //! uid -> user name through NSS (`getpwuid_r`), cached for the daemon's
 //! life. A uid with no name shows as its number, as Sysmon does.
 
-use std::{collections::HashMap, ffi::CStr, sync::Arc};
+use std::{collections::HashMap, ffi::CStr, fmt, sync::Arc};
+
+use serde::{Deserialize, Deserializer, de};
 
 #[derive(Default)]
 pub struct Users {
@@ -56,5 +58,40 @@ mod tests {
         let mut users = Users::default();
         assert_eq!(&*users.name(0), "root");
         assert_eq!(&*users.name(3_999_999_999), "3999999999");
+    }
+}
+
+/// A user as a config names one: by name, or by uid (a number, or a
+/// string of digits).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UserRef {
+    Uid(u32),
+    Name(String),
+}
+
+impl<'de> Deserialize<'de> for UserRef {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = UserRef;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a user name or a uid")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<UserRef, E> {
+                u32::try_from(v)
+                    .map(UserRef::Uid)
+                    .map_err(|_| E::custom(format!("uid {v} is out of range")))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<UserRef, E> {
+                if v.is_empty() {
+                    return Err(E::custom("empty user name"));
+                }
+                Ok(match v.parse::<u32>() {
+                    Ok(uid) => UserRef::Uid(uid),
+                    Err(_) => UserRef::Name(v.to_owned()),
+                })
+            }
+        }
+        d.deserialize_any(V)
     }
 }
