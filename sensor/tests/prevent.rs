@@ -24,7 +24,7 @@ use std::{
     time::Duration,
 };
 
-use service_support::{SIGEXEC, json_lines, wait_line};
+use service_support::{json_lines, wait_line};
 use support::{KESL_RULE, ebpf_allowed, tempdir};
 
 /// Not allow-listed in any config here.
@@ -434,13 +434,7 @@ fn a_rule_the_kernel_cannot_decide_refuses_the_start_and_says_which_part() {
         ),
     )
     .expect("write config");
-    let out = Command::new(SIGEXEC)
-        .args(["run", "--config"])
-        .arg(&config)
-        .output()
-        .expect("run sigexec");
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = service_support::refused_start(&config);
     let want = format!(
         "prevent.rules: {}:9:5: rule 'Kesl stopped from a web server': not decidable in the \
          kernel: search 'sel', ParentImage|endswith: field 'ParentImage' is not decided in the \

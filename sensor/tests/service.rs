@@ -28,13 +28,7 @@ fn unknown_config_key_is_refused_naming_file_line_and_key() {
     let (_guard, dir) = tempdir();
     let config = dir.join("config.yaml");
     std::fs::write(&config, "rules:\n  bundled: true\n  dirz: [/x]\n").expect("write");
-    let out = Command::new(SIGEXEC)
-        .args(["run", "--config"])
-        .arg(&config)
-        .output()
-        .expect("run sigexec");
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = service_support::refused_start(&config);
     assert!(
         stderr.contains(&format!(
             "{}:3:3: rules: unknown field `dirz`, expected `bundled` or `dirs`",
@@ -51,13 +45,7 @@ fn rules_dir_writable_by_others_is_refused_at_start() {
     let rules = rules_dir(&dir);
     std::fs::set_permissions(&rules, std::fs::Permissions::from_mode(0o777)).expect("chmod");
     let config = write_config(&dir, &rules, "");
-    let out = Command::new(SIGEXEC)
-        .args(["run", "--config"])
-        .arg(&config)
-        .output()
-        .expect("run sigexec");
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = service_support::refused_start(&config);
     assert!(
         stderr.contains(&format!("refusing rules from {}", rules.display())),
         "{stderr}"

@@ -170,6 +170,22 @@ impl Drop for Daemon {
     }
 }
 
+/// Runs `sigexec run --config CONFIG`, which must refuse to start;
+/// returns what it said on stderr.
+pub fn refused_start(config: &Path) -> String {
+    let out = Command::new(SIGEXEC)
+        .args(["run", "--config"])
+        .arg(config)
+        .output()
+        .expect("run sigexec");
+    assert!(
+        !out.status.success(),
+        "sigexec started with {}",
+        config.display()
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// `sigexec status` of the daemon listening on `socket`, as JSON.
 pub fn status(socket: &Path) -> serde_json::Value {
     let out = Command::new(SIGEXEC)
