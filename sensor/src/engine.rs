@@ -281,6 +281,50 @@ pub struct Host {
     pub hostname: String,
 }
 
+#[cfg(test)]
+impl Alert {
+    /// A bare alert for unit tests: the rule's id, title and level and the
+    /// process; everything else empty.
+    pub(crate) fn for_test(
+        id: Option<&str>,
+        title: &str,
+        level: &str,
+        process: serde_json::Value,
+    ) -> Alert {
+        Alert {
+            timestamp: String::new(),
+            kind: "alert",
+            rule: RuleRef {
+                id: id.map(str::to_owned),
+                title: title.into(),
+                level: Some(level.into()),
+                status: None,
+                tags: Vec::new(),
+                description: None,
+                falsepositives: Vec::new(),
+                references: Vec::new(),
+                author: None,
+                source: String::new(),
+            },
+            evidence: Evidence {
+                image_as: ImageAs::Resolved,
+                image: String::new(),
+                parent_image_as: ImageAs::Resolved,
+                parent_image: None,
+            },
+            host: Host {
+                hostname: "h".into(),
+            },
+            host_state: None,
+            suppressed_by: None,
+            suppression: None,
+            related: Vec::new(),
+            prevention: None,
+            process,
+        }
+    }
+}
+
 impl Alert {
     pub fn new(rules: &RuleSet, hit: &Hit, hostname: &str, process: serde_json::Value) -> Alert {
         let meta = &rules.rules()[hit.rule].meta;

@@ -177,7 +177,6 @@ mod tests {
     use std::os::unix::fs::PermissionsExt as _;
 
     use super::*;
-    use crate::engine::{Evidence, Host, ImageAs, RuleRef};
 
     /// A systemctl that prints `out` for any arguments.
     fn fake_systemctl(dir: &std::path::Path, out: &str) -> PathBuf {
@@ -188,37 +187,7 @@ mod tests {
     }
 
     fn alert() -> Alert {
-        Alert {
-            timestamp: String::new(),
-            kind: "alert",
-            rule: RuleRef {
-                id: None,
-                title: "t".into(),
-                level: Some("high".into()),
-                status: None,
-                tags: Vec::new(),
-                description: None,
-                falsepositives: Vec::new(),
-                references: Vec::new(),
-                author: None,
-                source: String::new(),
-            },
-            evidence: Evidence {
-                image_as: ImageAs::Resolved,
-                image: String::new(),
-                parent_image_as: ImageAs::Resolved,
-                parent_image: None,
-            },
-            host: Host {
-                hostname: "h".into(),
-            },
-            host_state: None,
-            suppressed_by: None,
-            suppression: None,
-            related: Vec::new(),
-            prevention: None,
-            process: serde_json::Value::Null,
-        }
+        Alert::for_test(None, "t", "high", serde_json::Value::Null)
     }
 
     #[test]

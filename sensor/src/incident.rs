@@ -233,40 +233,9 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::engine::{Evidence, Host, ImageAs, RuleRef};
 
     fn alert(rule: &str, level: &str, process: serde_json::Value) -> Alert {
-        Alert {
-            timestamp: String::new(),
-            kind: "alert",
-            rule: RuleRef {
-                id: Some(rule.into()),
-                title: rule.into(),
-                level: Some(level.into()),
-                status: None,
-                tags: Vec::new(),
-                description: None,
-                falsepositives: Vec::new(),
-                references: Vec::new(),
-                author: None,
-                source: String::new(),
-            },
-            evidence: Evidence {
-                image_as: ImageAs::Resolved,
-                image: String::new(),
-                parent_image_as: ImageAs::Resolved,
-                parent_image: None,
-            },
-            host: Host {
-                hostname: "h".into(),
-            },
-            host_state: None,
-            suppressed_by: None,
-            suppression: None,
-            related: Vec::new(),
-            prevention: None,
-            process,
-        }
+        Alert::for_test(Some(rule), rule, level, process)
     }
 
     fn systemctl_stop() -> serde_json::Value {

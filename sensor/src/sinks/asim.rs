@@ -126,40 +126,20 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::engine::{Alert, Evidence, Host, ImageAs, RuleRef};
+    use crate::engine::Alert;
 
     fn alert(suppressed_by: Option<&str>, level: &str) -> Alert {
-        Alert {
-            timestamp: "2026-12-04T02:30:00Z".into(),
-            kind: "alert",
-            rule: RuleRef {
-                id: Some("36388120-b3f1-4ce9-b50b-280d9a7f4c04".into()),
-                title: "Kaspersky Endpoint Security Stopped Via CommandLine - Linux".into(),
-                level: Some(level.into()),
-                status: None,
-                tags: Vec::new(),
-                description: None,
-                falsepositives: Vec::new(),
-                references: Vec::new(),
-                author: None,
-                source: "bundled:x.yml".into(),
-            },
-            evidence: Evidence {
-                image_as: ImageAs::Resolved,
-                image: "/usr/bin/systemctl".into(),
-                parent_image_as: ImageAs::Resolved,
-                parent_image: None,
-            },
-            host: Host {
-                hostname: "h".into(),
-            },
-            host_state: None,
-            related: Vec::new(),
-            prevention: None,
-            suppressed_by: suppressed_by.map(str::to_owned),
-            suppression: None,
-            process: json!({"Image": "/usr/bin/systemctl", "CommandLine": "systemctl stop kesl"}),
-        }
+        let mut a = Alert::for_test(
+            Some("36388120-b3f1-4ce9-b50b-280d9a7f4c04"),
+            "Kaspersky Endpoint Security Stopped Via CommandLine - Linux",
+            level,
+            json!({"Image": "/usr/bin/systemctl", "CommandLine": "systemctl stop kesl"}),
+        );
+        a.timestamp = "2026-12-04T02:30:00Z".into();
+        a.rule.source = "bundled:x.yml".into();
+        a.evidence.image = "/usr/bin/systemctl".into();
+        a.suppressed_by = suppressed_by.map(str::to_owned);
+        a
     }
 
     fn asim(a: Alert) -> Value {
