@@ -236,20 +236,24 @@ fn root_tarball(lab: &Path) -> anyhow::Result<PathBuf> {
     Ok(tarball)
 }
 
-/// Install, upgrade and purge of the `.deb` in a chroot of a fresh copy of
-/// the cached root (the guest then shows it running under systemd).
-fn verify_package(lab: &Path, tarball: &Path, deb: &Path) -> anyhow::Result<()> {
-    let root = lab.join("package-chroot");
-    let _ = std::fs::remove_dir_all(&root);
-    std::fs::create_dir_all(&root)?;
+/// A fresh `dir` holding the root in `tarball`, owners as recorded.
+fn unpack(tarball: &Path, dir: &Path) -> anyhow::Result<()> {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir)?;
     status(
         Command::new("tar")
             .args(["--numeric-owner", "-xf"])
             .arg(tarball)
             .arg("-C")
-            .arg(&root),
+            .arg(dir),
     )
-    .context("unpacking the root for the package check")?;
+}
+
+/// Install, upgrade and purge of the `.deb` in a chroot of a fresh copy of
+/// the cached root (the guest then shows it running under systemd).
+fn verify_package(lab: &Path, tarball: &Path, deb: &Path) -> anyhow::Result<()> {
+    let root = lab.join("package-chroot");
+    unpack(tarball, &root).context("unpacking the root for the package check")?;
     let verified = crate::package::verify(&root, deb).context("package install/upgrade/purge");
     let _ = std::fs::remove_dir_all(&root);
     verified
@@ -270,15 +274,7 @@ fn base_image(lab: &Path, tarball: &Path) -> anyhow::Result<PathBuf> {
     }
     eprintln!("vm-test: building {}", image.display());
     let stage = lab.join("base");
-    let _ = std::fs::remove_dir_all(&stage);
-    std::fs::create_dir_all(&stage)?;
-    status(
-        Command::new("tar")
-            .args(["--numeric-owner", "-xf"])
-            .arg(tarball)
-            .arg("-C")
-            .arg(&stage),
-    )?;
+    unpack(tarball, &stage)?;
     let etc = stage.join("etc");
     std::fs::write(etc.join("hostname"), "sigexec-lab\n")?;
     std::fs::write(etc.join("fstab"), FSTAB)?;
